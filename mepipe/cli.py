@@ -1,0 +1,80 @@
+"""The ``mepipe`` command line. Thin: parse options, call one function, print."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from mepipe import __version__
+
+
+@click.group()
+@click.version_option(__version__, prog_name="mepipe")
+def main() -> None:
+    """mepipe: reproducible, parallel preprocessing for facial micro-expression recognition."""
+
+
+@main.command()
+@click.option("--layout", default="casme2", show_default=True, help="Dataset layout: casme2, samm, smic or ckplus.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder  [default: cache/demo/<layout>]")
+@click.option("--subjects", type=int, default=6, show_default=True, help="Subjects of a default set.")
+@click.option("--clips-per-subject", type=int, default=6, show_default=True, help="Clips per subject of a default set.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed and options: byte-identical output.")
+@click.option("--faces", type=click.Path(path_type=Path), default=None, help="Folder of face photos (default: scikit-image's astronaut).")
+@click.option("--coding", type=click.Path(path_type=Path), default=None, help="Coding table (format of shared/reference/*.csv) whose clips to reproduce.")
+@click.option("--preview", type=click.Path(path_type=Path), default=None, help="Write a PNG of a few clips: onset, apex, difference, true flow.")
+@click.option("--workers", type=int, default=None, help="Worker processes  [default: CPU cores]")
+def synth(layout, out, subjects, clips_per_subject, seed, faces, coding, preview, workers) -> None:
+    """Make a synthetic micro-expression dataset in a real dataset's layout, with ground truth."""
+    from mepipe.synth.appearance import SynthError
+    from mepipe.synth.generate import SynthOptions, synthesize
+
+    options = SynthOptions(
+        layout=layout, out=out if out is not None else Path("cache", "demo", layout), subjects=subjects,
+        clips_per_subject=clips_per_subject, seed=seed, faces=faces, coding=coding, preview=preview, workers=workers,
+    )
+    click.echo(f"mepipe synth: {layout} set -> {options.out}", err=True)
+    try:
+        summary = synthesize(options, progress=_progress_printer())
+    except SynthError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(
+        f"made {summary.clips} clips, {summary.frames} frames of {summary.subjects} subjects "
+        f"({summary.layout} layout) in {summary.seconds:.1f} s, {summary.bytes_written / 1e6:.1f} MB"
+    )
+    click.echo(f"  frames        {summary.root}")
+    if summary.sheet:
+        click.echo(f"  coding sheet  {summary.sheet}")
+    click.echo(f"  ground truth  {summary.ground_truth}")
+    if summary.preview:
+        click.echo(f"  preview       {summary.preview}")
+    click.echo("  emotions      " + ", ".join(f"{name} {count}" for name, count in summary.emotions.items()))
+    click.echo(f"  blinks        {summary.blinks} clips")
+
+
+def _progress_printer():
+    """Progress on stderr: one rewritten line on a terminal, a line per tenth otherwise."""
+    started = time.perf_counter()
+    interactive = sys.stderr.isatty()
+    last_tenth = [-1]
+
+    def report(clips_done: int, clips_total: int, frames_done: int, frames_total: int) -> None:
+        elapsed = time.perf_counter() - started
+        rate = frames_done / elapsed if elapsed > 0 else 0.0
+        left = (frames_total - frames_done) / rate if rate > 0 else 0.0
+        line = f"  {clips_done}/{clips_total} clips, {frames_done}/{frames_total} frames, {rate:.0f} frames/s, {left:.0f} s left"
+        tenth = 10 * clips_done // clips_total
+        if interactive:
+            click.echo("\r" + line.ljust(78), nl=clips_done == clips_total, err=True)
+        elif tenth != last_tenth[0]:
+            last_tenth[0] = tenth
+            click.echo(line, err=True)
+
+    return report
+
+
+if __name__ == "__main__":
+    main()

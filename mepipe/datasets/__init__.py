@@ -1,0 +1,1 @@
+"""Raw dataset folders and annotation sheets in, sample records out. No pixels are processed here."""

@@ -1,0 +1,1 @@
+"""Pure array-in, array-out functions: face, flow, strain, residual, dynamic, magnify, apex. No I/O."""

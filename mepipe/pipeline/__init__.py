@@ -1,0 +1,1 @@
+"""Orchestration: the artifact graph, Dask scheduling, the Zarr store, the build job."""

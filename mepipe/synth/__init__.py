@@ -1,0 +1,1 @@
+"""Synthetic micro-expression datasets with known ground truth, in the real datasets' layouts."""

@@ -1,0 +1,22 @@
+from pathlib import Path
+
+import pytest
+
+REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    if not REFERENCE.is_dir():
+        pytest.skip(f"reference tables not found at {REFERENCE} (../shared beside the repository)")
+    return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def demo_set(tmp_path_factory):
+    """The default demo set (casme2 layout, 6 subjects x 6 clips, seed 0), made once per session."""
+    from mepipe.synth.generate import SynthOptions, synthesize
+
+    root = tmp_path_factory.mktemp("demo") / "casme2"
+    summary = synthesize(SynthOptions(layout="casme2", out=root, workers=2))
+    return summary
