@@ -224,22 +224,28 @@ def head_flow(matrix: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def paint_eyelids(neutral: np.ndarray, landmarks: np.ndarray, closure: float) -> tuple[np.ndarray, np.ndarray]:
     """Both upper eyelids lowered over the eyes by ``closure`` (0 open, 1 shut).
 
-    The lid is the skin just above the eye, carried down to cover the eye opening, with a dark lash
-    line at its edge. The eye opening is the polygon of the six eye landmarks, grown by 4% of the
-    inter-ocular distance (lids cover a little more than the landmarks outline).
+    A closing lid is the skin above the eye sliding down: the band of skin just above each column
+    of the eye opening (0.15 IOD high) is stretched over the covered part, keeping the subject's
+    own skin tone and texture, with a soft dark lash line at the lid's edge. The eye opening is the
+    polygon of the six eye landmarks grown by 4% of the inter-ocular distance (lids cover a little
+    more than the landmark outline).
 
     Returns the painted image (same shape and dtype as ``neutral``) and the (H, W) bool mask of the
-    pixels it changed.
+    pixels it changed, which lie inside the grown openings.
     """
     image = neutral.copy()
     changed = np.zeros(neutral.shape[:2], bool)
+    if closure <= 0:
+        return image, changed
     iod = FaceFrame.from_landmarks(landmarks).iod
     for eye in (RIGHT_EYE, LEFT_EYE):
-        _paint_eyelid(image, changed, landmarks[eye], closure, iod)
+        _paint_eyelid(neutral, image, changed, landmarks[eye], closure, iod)
     return image, changed
 
 
-def _paint_eyelid(image: np.ndarray, changed: np.ndarray, eye: np.ndarray, closure: float, iod: float) -> None:
+def _paint_eyelid(
+    source: np.ndarray, image: np.ndarray, changed: np.ndarray, eye: np.ndarray, closure: float, iod: float
+) -> None:
     height, width = image.shape[:2]
     grow = max(1, int(round(0.04 * iod)))
     x0 = max(0, int(np.floor(eye[:, 0].min())) - grow - 1)
@@ -251,23 +257,26 @@ def _paint_eyelid(image: np.ndarray, changed: np.ndarray, eye: np.ndarray, closu
     opening = cv2.dilate(opening, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))).astype(bool)
     if not opening.any():
         return
-    rows = np.arange(opening.shape[0])[:, None]
-    top = np.where(opening.any(axis=0), opening.argmax(axis=0), 0)
-    bottom = np.where(opening.any(axis=0), opening.shape[0] - 1 - opening[::-1].argmax(axis=0), 0)
+    rows = np.arange(opening.shape[0], dtype=np.float32)[:, None]
+    has_opening = opening.any(axis=0)
+    top = np.where(has_opening, opening.argmax(axis=0), 0).astype(np.float32)
+    bottom = np.where(has_opening, opening.shape[0] - 1 - opening[::-1].argmax(axis=0), 0).astype(np.float32)
     span = np.maximum(bottom - top + 1, 1)
     lid_edge = top + closure * span  # rows above the edge are covered by the lid
-    coverage = np.clip(lid_edge - rows, 0, 1) * opening
-    lash = np.clip(1.2 - np.abs(rows - lid_edge), 0, 1) * opening * (closure > 0.05)
+    coverage = (np.clip(lid_edge - rows, 0, 1) * opening).astype(np.float32)
+    lash = (np.clip(1.5 - np.abs(rows + 0.5 - lid_edge), 0, 1) * opening * min(1.0, 4 * closure)).astype(np.float32)
 
-    band_top = max(0, y0 - int(round(0.22 * iod)))
-    band = image[band_top:max(band_top + 1, y0 - grow), x0:x1]
-    skin = np.median(band.reshape(-1, *image.shape[2:]), axis=0) if band.size else image[y0:y1, x0:x1].mean(axis=(0, 1))
-    shading = 0.94 + 0.06 * np.clip((lid_edge - rows) / span, 0, 1)
-    lid = shading[..., None] * skin if image.ndim == 3 else shading * skin
-    region = image[y0:y1, x0:x1]
-    cover = coverage[..., None] if image.ndim == 3 else coverage
-    dark = lash[..., None] if image.ndim == 3 else lash
-    painted = region * (1 - cover) + lid * cover
-    painted = painted * (1 - 0.55 * dark)
+    # the covered rows [top, edge] show the skin band [top - band, top] stretched down
+    band = 0.15 * iod
+    fraction = np.clip((rows - top) / np.maximum(lid_edge - top, 1e-3), 0, 1)
+    source_y = (y0 + top - band * (1 - fraction)).astype(np.float32)
+    source_x = np.broadcast_to(np.arange(x0, x1, dtype=np.float32)[None, :], source_y.shape).astype(np.float32)
+    lid = cv2.remap(source, np.ascontiguousarray(source_x), np.ascontiguousarray(source_y), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    shading = 1.0 - 0.12 * fraction  # the lid darkens towards its edge, where it curves away
+    if image.ndim == 3:
+        coverage, lash, shading = coverage[..., None], lash[..., None], shading[..., None]
+    region = source[y0:y1, x0:x1]
+    painted = region * (1 - coverage) + lid * shading * coverage
+    painted = painted * (1 - 0.6 * lash)
     image[y0:y1, x0:x1] = painted.astype(image.dtype)
-    changed[y0:y1, x0:x1] |= (coverage > 0.01) | (lash > 0.01)
+    changed[y0:y1, x0:x1] |= (coverage.reshape(opening.shape) > 0) | (lash.reshape(opening.shape) > 0)
