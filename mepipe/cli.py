@@ -32,6 +32,13 @@ def synth(layout, out, subjects, clips_per_subject, seed, faces, coding, preview
     from mepipe.synth.appearance import SynthError
     from mepipe.synth.generate import SynthOptions, synthesize
 
+    from mepipe.datasets.errors import DatasetError
+    from mepipe.datasets.layouts import get_layout
+
+    try:
+        get_layout(layout)
+    except DatasetError as error:
+        raise click.ClickException(str(error)) from None
     options = SynthOptions(
         layout=layout, out=out if out is not None else Path("cache", "demo", layout), subjects=subjects,
         clips_per_subject=clips_per_subject, seed=seed, faces=faces, coding=coding, preview=preview, workers=workers,
@@ -41,6 +48,9 @@ def synth(layout, out, subjects, clips_per_subject, seed, faces, coding, preview
         summary = synthesize(options, progress=_progress_printer())
     except SynthError as error:
         raise click.ClickException(str(error)) from None
+    except OSError as error:  # disk full, permissions, a vanished folder: the user's to fix
+        where = f" ({error.filename})" if error.filename else ""
+        raise click.ClickException(f"{error.strerror or error}{where}") from None
     click.echo(
         f"made {summary.clips} clips, {summary.frames} frames of {summary.subjects} subjects "
         f"({summary.layout} layout) in {summary.seconds:.1f} s, {summary.bytes_written / 1e6:.1f} MB"

@@ -168,6 +168,10 @@ def test_coding_table_clips_are_reproduced_exactly(tmp_path, reference_dir):
         (["--layout", "casme3"], "unknown layout 'casme3'"),
         (["--faces", "/nonexistent/faces"], "--faces /nonexistent/faces: not a readable folder"),
         (["--subjects", "0"], "--subjects and --clips-per-subject must be at least 1"),
+        (["--preview", "preview.jpg"], "the preview is a PNG"),
+        (["--preview", "/proc/no/such/preview.png"], "cannot create its folder"),
+        (["--coding", "/nonexistent/coding.csv"], "/nonexistent/coding.csv: no such file"),
+        (["--layout", "ckplus", "--coding", "/nonexistent/coding.csv"], "CK+ has no coding table"),
     ],
 )
 def test_bad_options_end_with_one_clear_line(tmp_path, arguments, message):

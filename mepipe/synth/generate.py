@@ -78,6 +78,8 @@ def synthesize(options: SynthOptions, progress: Progress | None = None) -> Synth
     """Make a synthetic dataset tree; returns what was made. Raises SynthError on bad options."""
     started = time.perf_counter()
     layout = _layout(options.layout)
+    if options.preview is not None:
+        _check_preview_path(Path(options.preview))
     photos = load_photos(options.faces) if options.faces is not None else [default_photo()]
     plans = _plans(layout, options)
     root = Path(options.out)
@@ -157,6 +159,18 @@ def _plans(layout: Layout, options: SynthOptions) -> list[ClipPlan]:
     except DatasetError as error:
         raise SynthError(f"--coding: {error}") from None
     return plans_from_coding(layout, rows, options.seed, str(options.coding))
+
+
+def _check_preview_path(path: Path) -> None:
+    """Fail before minutes of rendering, not after, when the preview cannot be written."""
+    if path.suffix.lower() != ".png":
+        raise SynthError(f"--preview {path}: the preview is a PNG; give a file name ending in .png")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SynthError(f"--preview {path}: cannot create its folder ({error.strerror})") from None
+    if not os.access(path.parent, os.W_OK):
+        raise SynthError(f"--preview {path}: its folder is not writable")
 
 
 def _prepare_output(root: Path) -> None:
