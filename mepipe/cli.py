@@ -65,6 +65,35 @@ def synth(layout, out, subjects, clips_per_subject, seed, faces, coding, preview
     click.echo(f"  blinks        {summary.blinks} clips")
 
 
+@main.command()
+@click.option("--dataset", required=True, help="casme2, samm, smic, ckplus, oulu, jaffe or mug.")
+@click.option("--root", required=True, type=click.Path(path_type=Path), help="The dataset's root folder.")
+@click.option("--sheet", type=click.Path(path_type=Path), default=None, help="Annotation sheet (default: found in the root).")
+def verify(dataset, root, sheet) -> None:
+    """Check a raw dataset before a long build; list every problem. Exit 0 when clean, 1 if not."""
+    from collections import Counter
+
+    from mepipe.datasets.errors import DatasetError
+    from mepipe.datasets.verify import problem_table, verify_dataset
+
+    options = {"sheet": sheet} if sheet is not None else {}
+    try:
+        result = verify_dataset(dataset, root, **options)
+    except DatasetError as error:
+        raise click.ClickException(str(error)) from None
+    reading = result.reading
+    if result.problems:
+        click.echo(problem_table(result.problems))
+        kinds = ", ".join(f"{count} {check}" for check, count in Counter(p.check for p in result.problems).most_common())
+        dropped = len({p.sample_id for p in result.problems if p.fatal and p.sample_id})
+        click.echo(
+            f"\n{dataset} at {root}: {len(reading.samples)} samples read, {len(result.problems)} problems "
+            f"({kinds}); {dropped} clip{'' if dropped == 1 else 's'} unusable. NOT CLEAN"
+        )
+        raise SystemExit(1)
+    click.echo(f"{dataset} at {root}: {len(reading.samples)} samples, {len({s.subject for s in reading.samples})} subjects, no problems. Clean.")
+
+
 def _progress_printer():
     """Progress on stderr: one rewritten line on a terminal, a line per tenth otherwise."""
     started = time.perf_counter()
