@@ -199,3 +199,16 @@ def test_bad_roots_and_options(tmp_path):
         read_dataset("smic", tmp_path, sheet="x.xlsx")
     with pytest.raises(DatasetError, match="apex policy 'spot' needs the apex-spotting feature"):
         read_smic(tmp_path, apex_policy="spot")
+
+
+def test_smic_vis_subset(tmp_path):
+    for clip, emotion in (("s3_po_01", "positive"), ("s3_sur_02", "surprise")):
+        folder = tmp_path / "VIS" / "s3" / "micro" / emotion / clip
+        folder.mkdir(parents=True)
+        for number in (9, 10, 11, 12):
+            (folder / f"image{number:06d}.bmp").touch()
+    (tmp_path / "VIS" / "s3" / "micro" / "happy").mkdir()
+    reading = read_smic(tmp_path, subset="VIS")
+    assert [(s.clip, s.emotion, s.frame_numbers) for s in reading.samples] == [
+        ("s3_po_01", "positive", (9, 10, 11, 12)), ("s3_sur_02", "surprise", (9, 10, 11, 12))]
+    assert [p.check for p in reading.problems] == ["emotion"] and "happy" in reading.problems[0].message

@@ -61,6 +61,7 @@ CKPLUS_LABELS_FOLDER = "Emotion"
 _CKPLUS_FRAMES = FrameNaming(get_layout("ckplus").frame_regex, "S005_001_00000001.png")
 _CKPLUS_SUBJECT = re.compile(r"S\d{3}")
 _CKPLUS_SEQUENCE = re.compile(r"\d{3}")
+_CKPLUS_SEQUENCE_EXPECTED = "a sequence folder such as 001"
 _CKPLUS_LABEL_SUFFIX = "_emotion.txt"
 _CKPLUS_EXPECTED = (
     "cohn-kanade-images/<subject>/<sequence>/ frames and Emotion/<subject>/<sequence>/ labels, "
@@ -95,7 +96,8 @@ JAFFE_EXPRESSIONS = {
 }
 _JAFFE_FOLDER = "jaffe"
 _JAFFE_IMAGE = re.compile(
-    r"(?P<subject>[A-Z]{2})\.(?P<code>" + "|".join(JAFFE_EXPRESSIONS) + r")(?P<take>\d+)\.(?P<image>\d+)\.(?i:tiff?)"
+    r"(?P<subject>[A-Z]{2})\.(?P<code>" + "|".join(JAFFE_EXPRESSIONS) + r")(?P<take>\d+)"
+    r"\.(?P<image>\d+)\.(?i:tiff?)"
 )
 _JAFFE_EXTENSIONS = (".tiff", ".tif")
 _JAFFE_EXPECTED = (
@@ -152,7 +154,7 @@ def read_ckplus(root: str | Path) -> DatasetReading:
     sequences_with_frames: set[tuple[str, str]] = set()
     images = root / CKPLUS_IMAGES_FOLDER
     for subject_folder in _subfolders(images, _CKPLUS_SUBJECT, "a subject folder such as S005", problems):
-        for sequence_folder in _subfolders(subject_folder, _CKPLUS_SEQUENCE, "a sequence folder such as 001", problems):
+        for sequence_folder in _subfolders(subject_folder, _CKPLUS_SEQUENCE, _CKPLUS_SEQUENCE_EXPECTED, problems):
             sequences_with_frames.add((subject_folder.name, sequence_folder.name))
             sample = _read_ckplus_sequence(root, subject_folder.name, sequence_folder.name, problems)
             if sample is not None:
@@ -186,7 +188,8 @@ def read_oulu(root: str | Path, modality: str = "VL", illumination: str = "Stron
     if modality not in OULU_MODALITIES:
         raise DatasetError(f"Oulu-CASIA modality {modality!r}: choose one of {', '.join(OULU_MODALITIES)}")
     if illumination not in OULU_ILLUMINATIONS:
-        raise DatasetError(f"Oulu-CASIA illumination {illumination!r}: choose one of {', '.join(OULU_ILLUMINATIONS)}")
+        choices = ", ".join(OULU_ILLUMINATIONS)
+        raise DatasetError(f"Oulu-CASIA illumination {illumination!r}: choose one of {choices}")
     root = _existing_root(root, "Oulu-CASIA", _OULU_EXPECTED)
     base = _first_folder_holding((root, root / _OULU_ARCHIVE_FOLDER), OULU_MODALITIES)
     if base is None:
@@ -486,7 +489,7 @@ def _report_ckplus_labels_without_frames(
 ) -> None:
     labels = root / CKPLUS_LABELS_FOLDER
     for subject_folder in _subfolders(labels, _CKPLUS_SUBJECT, "a subject folder such as S005", problems):
-        for label_folder in _subfolders(subject_folder, _CKPLUS_SEQUENCE, "a sequence folder such as 001", problems):
+        for label_folder in _subfolders(subject_folder, _CKPLUS_SEQUENCE, _CKPLUS_SEQUENCE_EXPECTED, problems):
             subject, sequence = subject_folder.name, label_folder.name
             if (subject, sequence) in sequences_with_frames:
                 continue
@@ -639,7 +642,11 @@ def _sequence_sample(
     apex_reason: str,
     problems: list[Problem],
 ) -> Sample | None:
-    """A folder-labelled sequence that starts at onset (first frame): apex by ``apex_rule``."""
+    """A folder-labelled sequence that starts at its onset (first frame).
+
+    ``apex_rule`` is :data:`APEX_LAST_FRAME` (sequences that stop at the apex) or
+    :data:`APEX_MIDDLE` (sequences that return to neutral); it becomes the sample's ``apex_source``.
+    """
     frames = _list_frames(folder, naming, f"{dataset}/{subject}/{clip}", problems)
     if frames is None:
         return None
