@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mepipe.datasets.coding_tables import read_coding_table
 from mepipe.datasets.layouts import get_layout
-from mepipe.synth.generate import _write_sheet
+from mepipe.synth.generate import write_coding_sheet
 from mepipe.synth.plan import default_plans, plans_from_coding
 
 
@@ -28,5 +28,5 @@ def layout_tree(layout_name: str, root: Path, coding: Path | None = None, subjec
         folder.mkdir(parents=True, exist_ok=True)
         for number in plan.frame_numbers:
             (folder / layout.frame_name(plan.subject, plan.clip, number)).touch()
-    _write_sheet(layout, root, plans)
+    write_coding_sheet(layout, root, plans)
     return plans

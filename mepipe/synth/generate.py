@@ -118,7 +118,7 @@ def synthesize(options: SynthOptions, progress: Progress | None = None) -> Synth
     except BaseException:
         writer.abort()
         raise
-    sheet = _write_sheet(layout, root, plans)
+    sheet = write_coding_sheet(layout, root, plans)
     if sheet is not None:
         bytes_written += sheet.stat().st_size
     preview = None
@@ -259,7 +259,8 @@ def _write_frame(path: Path, image: np.ndarray, layout: Layout) -> int:
 # --- sheet and manifest ---------------------------------------------------------------------------
 
 
-def _write_sheet(layout: Layout, root: Path, plans: list[ClipPlan]) -> Path | None:
+def write_coding_sheet(layout: Layout, root: Path, plans: list[ClipPlan]) -> Path | None:
+    """The dataset's coding sheet for these clips (CASME II, SAMM); None for folder-labelled sets."""
     from mepipe.synth.sheets import write_casme2_sheet, write_samm_sheet
 
     if layout.name == "casme2":
