@@ -22,6 +22,7 @@ Rules every adapter follows:
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 from mepipe.datasets.action_units import parse_action_units
@@ -75,13 +76,13 @@ def read_casme2(root: str | Path, sheet: str | Path | None = None, variant: str 
         raise DatasetError(f"CASME II variant must be 'raw' or 'cropped', got {variant!r}")
     order = [variant] if variant else ["raw", "cropped"]
     regexes = {"raw": CASME2_RAW_FRAME, "cropped": CASME2_CROPPED_FRAME}
-    found = [(folder, regexes[name]) for name in order for folder in candidates[name] if _has_subject_folders(folder, r"sub\d+", regexes[name])]
-    if not found:
+    found = next(((folder, regexes[name]) for name in order for folder in candidates[name] if _has_subject_folders(folder, r"sub\d+", regexes[name])), None)
+    if found is None:
         raise DatasetError(
             f"{root}: no CASME II clip folders found; expected sub01/EP02_01f/img46.jpg (raw) or "
             f"Cropped/sub01/EP02_01f/reg_img46.jpg under it"
         )
-    frames_root, frame_regex = found[0]
+    frames_root, frame_regex = found
     sheet_path = Path(sheet) if sheet else _find_sheet(root, ["CASME2-coding-*.xlsx", "CASME2-coding-*.csv", "CASME2*coding*.xlsx", "CASME2*coding*.csv"], "CASME2-coding-*.xlsx")
     return _read_sheet_dataset("casme2", root, frames_root, sheet_path, frame_regex, apex_policy)
 
@@ -303,7 +304,7 @@ def _check_numbering(where: str | Path, numbers: list[int], problems: list[Probl
     gaps = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
     if gaps:
         problems.append(Problem("numbering", str(where), f"frame numbers are not contiguous: {_ranges(gaps)} missing in {numbers[0]}..{numbers[-1]}", sample_id, fatal=False))
-    duplicates = sorted({n for n in numbers if numbers.count(n) > 1})
+    duplicates = sorted(n for n, count in Counter(numbers).items() if count > 1)
     if duplicates:
         problems.append(Problem("numbering", str(where), f"frame numbers {_ranges(duplicates)} occur in more than one file", sample_id, fatal=False))
 
