@@ -165,7 +165,7 @@ class GroundTruth:
     def blink_mask(self, subject: str, clip: str) -> np.ndarray:
         """(H, W) bool pixels changed by a blink in any frame (all False for a clip without one)."""
         self.clip(subject, clip)
-        key = f"{subject}/{clip}/blink_mask.npy"
+        key = f"{subject}/{clip}/blink_mask"  # NpzFile lists its members without ".npy"
         if key in self._npz.files:
             return self._npz[key]
         return np.zeros(self.frame_shape, bool)
