@@ -27,6 +27,8 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/synth.py
+	$(BIN)/python benchmarks/face.py
+	$(BIN)/python benchmarks/face_accuracy.py
 
 clean-cache:
 	rm -rf cache/demo
