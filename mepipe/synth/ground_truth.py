@@ -157,6 +157,30 @@ class GroundTruth:
         """(2, H, W) float32 onset -> apex displacement of every onset-frame pixel (expression + head)."""
         return self.expression_flow(subject, clip) + self.head_flow(subject, clip)
 
+    def crop_flow(self, subject: str, clip: str, onset_matrix: np.ndarray, apex_matrix: np.ndarray, size: int) -> np.ndarray:
+        """(2, S, S) float32 true onset -> apex displacement as seen between two aligned crops.
+
+        ``onset_matrix`` and ``apex_matrix`` are the (2, 3) frame -> crop transforms of the two
+        frames (``AlignedClip.matrices[onset]`` and ``[apex]``). A crop pixel p of the onset crop
+        shows frame point x = M_onset^-1 p, which moves to x + f(x) in the apex frame (f the total
+        flow, bilinearly sampled) and appears at M_apex (x + f(x)) in the apex crop; the result is
+        that position minus p.
+        """
+        import cv2
+
+        flow = self.total_flow(subject, clip)
+        linear = np.linalg.inv(onset_matrix[:, :2])
+        inverse = np.hstack([linear, -(linear @ onset_matrix[:, 2:])])
+        ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+        frame_x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+        frame_y = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+        map_x, map_y = frame_x.astype(np.float32), frame_y.astype(np.float32)
+        moved_x = frame_x + cv2.remap(flow[0], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        moved_y = frame_y + cv2.remap(flow[1], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        crop_x = apex_matrix[0, 0] * moved_x + apex_matrix[0, 1] * moved_y + apex_matrix[0, 2]
+        crop_y = apex_matrix[1, 0] * moved_x + apex_matrix[1, 1] * moved_y + apex_matrix[1, 2]
+        return np.stack([crop_x - xs, crop_y - ys]).astype(np.float32)
+
     def head_matrices(self, subject: str, clip: str) -> np.ndarray:
         """(n_frames, 2, 3) neutral face -> frame, first to last frame."""
         self.clip(subject, clip)

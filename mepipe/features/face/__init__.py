@@ -65,14 +65,20 @@ from mepipe.features.face.landmarks import (
     landmark_model_path,
 )
 from mepipe.features.face.mask import EYE_MARGIN, eye_mask, face_region, fill_eyes
-from mepipe.features.face.stabilize import GlobalMotion, estimate_global_motion, motion_magnitude
+from mepipe.features.face.stabilize import (
+    GlobalMotion,
+    dense_flow,
+    estimate_global_motion,
+    fit_rigid_motion,
+    motion_magnitude,
+)
 
 __all__ = [
     "BROWS", "DEFAULT_SIZE", "DETECT_WIDTH", "EYE_LINE", "EYE_MARGIN", "INTER_OCULAR", "JAW", "LEFT_EYE",
     "MIN_INTER_OCULAR", "MODES", "OPEN_EYES", "RIGHT_EYE", "AlignedClip", "FaceBox", "FaceDetection",
     "FaceModelError", "FaceNotFoundError", "FaceQuality", "GlobalMotion", "align_clip", "alignment_matrix",
-    "compose", "crop_frames", "detect_faces", "detection_scales", "estimate_global_motion", "eye_aspect_ratio",
-    "eye_centres", "eye_mask", "eye_targets", "face_landmarks", "face_region", "fill_eyes", "find_face",
+    "compose", "crop_frames", "dense_flow", "detect_faces", "detection_scales", "estimate_global_motion", "eye_aspect_ratio",
+    "eye_centres", "eye_mask", "eye_targets", "face_landmarks", "face_region", "fill_eyes", "find_face", "fit_rigid_motion",
     "inter_ocular_distance", "invert_similarity", "landmark_model_path", "motion_magnitude",
     "similarity_from_eyes", "to_gray", "transform_points",
 ]
