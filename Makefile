@@ -29,6 +29,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/synth.py
 	$(BIN)/python benchmarks/face.py
 	$(BIN)/python benchmarks/face_accuracy.py
+	$(BIN)/python benchmarks/flow.py
+	$(BIN)/python benchmarks/motion_accuracy.py
 
 clean-cache:
 	rm -rf cache/demo
