@@ -228,7 +228,7 @@ def main() -> None:
     )
     montage = np.vstack([header, montage])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(args.out), cv2.cvtColor(montage, cv2.COLOR_RGB2BGR)):
+    if not cv2.imwrite(str(args.out), cv2.cvtColor(montage, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]):
         raise OSError(f"cannot write {args.out}")
     print(f"wrote {args.out} ({montage.shape[1]} x {montage.shape[0]})")
 

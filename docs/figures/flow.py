@@ -88,7 +88,7 @@ def main() -> None:
     rows = [_row(args.root, truth, entry) for entry in chosen]
     sheet = np.vstack([np.pad(r, ((0, 8), (0, 0), (0, 0)), constant_values=255) for r in rows])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(args.out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     print(f"wrote {args.out} ({sheet.shape[1]}x{sheet.shape[0]})")
 
 
