@@ -29,6 +29,8 @@ from mepipe.features import face  # noqa: E402
 from mepipe.features.visualize import label  # noqa: E402
 from mepipe.synth.ground_truth import GroundTruth  # noqa: E402
 
+from _common import demo_truth, side_by_side  # noqa: E402  (docs/figures/_common.py, beside this script)
+
 SIZE = 224
 GAIN = 8
 
@@ -92,11 +94,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("cache/demo/casme2"))
     parser.add_argument("--out", type=Path, default=Path("docs/face-stage.png"))
     args = parser.parse_args()
-    if not (args.root / "mepipe_ground_truth.npz").is_file():
-        from mepipe.synth.generate import SynthOptions, synthesize
-
-        synthesize(SynthOptions(layout="casme2", out=args.root))
-    truth = GroundTruth(args.root)
+    truth = demo_truth(args.root)
     chosen, seen = [], set()
     starts_in_blink = next((e for e in truth.clips if e["onset"] in e["blink_frames"]), None)
     if starts_in_blink is not None:
@@ -109,13 +107,7 @@ def main() -> None:
     rows = []
     for entry in chosen:
         panels, note = _row(args.root, truth, entry)
-        width = sum(p.shape[1] for p in panels) + 4 * (len(panels) - 1)
-        strip = np.full((panels[0].shape[0], width, 3), 255, np.uint8)
-        x = 0
-        for panel in panels:
-            strip[:, x:x + panel.shape[1]] = panel
-            x += panel.shape[1] + 4
-        rows.append(label(strip, note, height=24))
+        rows.append(label(side_by_side(panels), note, height=24))
         print(note)
     width = max(r.shape[1] for r in rows)
     sheet = np.vstack([np.pad(r, ((0, 8), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows])

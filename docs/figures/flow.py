@@ -30,6 +30,8 @@ from mepipe.features.strain import optical_strain  # noqa: E402
 from mepipe.features.visualize import color_wheel, flow_to_color, label  # noqa: E402
 from mepipe.synth.ground_truth import GroundTruth  # noqa: E402
 
+from _common import demo_truth, side_by_side  # noqa: E402  (docs/figures/_common.py, beside this script)
+
 SIZE = 224
 
 
@@ -60,11 +62,7 @@ def _row(root: Path, truth: GroundTruth, entry: dict) -> np.ndarray:
         label(flow_to_color(torch_flow, top), f"TV-L1 torch, EPE {error(torch_flow):.3f} px"),
         label(strain_panel, f"optical strain (torch), 99th pct {np.percentile(strain[region], 99):.3f}"),
     ]
-    strip = np.full((panels[0].shape[0], sum(p.shape[1] for p in panels) + 4 * (len(panels) - 1), 3), 255, np.uint8)
-    x = 0
-    for panel in panels:
-        strip[:, x:x + panel.shape[1]] = panel
-        x += panel.shape[1] + 4
+    strip = side_by_side(panels)
     caption = f"{subject}/{clip} AU {'+'.join(entry['rendered_action_units'])}, amplitude {entry['amplitude_px']:.2f} px at 640x480"
     print(caption, f"EPE opencv {error(opencv_flow):.3f} torch {error(torch_flow):.3f}")
     return label(strip, caption, height=24)
@@ -75,11 +73,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("cache/demo/casme2"))
     parser.add_argument("--out", type=Path, default=Path("docs/flow.png"))
     args = parser.parse_args()
-    if not (args.root / "mepipe_ground_truth.npz").is_file():
-        from mepipe.synth.generate import SynthOptions, synthesize
-
-        synthesize(SynthOptions(layout="casme2", out=args.root))
-    truth = GroundTruth(args.root)
+    truth = demo_truth(args.root)
     chosen, seen = [], set()
     for entry in sorted(truth.clips, key=lambda e: -e["amplitude_px"]):
         if entry["emotion"] not in seen and len(chosen) < 4:
