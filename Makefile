@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mepipe synth --layout casme2 --out cache/demo/casme2 --preview cache/demo/casme2-preview.png
+	$(BIN)/mepipe build --dataset demo
+	$(BIN)/mepipe info
+	$(BIN)/mepipe show demo/sub01/EP04_01f --artifact flow --out cache/demo/flow.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -31,6 +33,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/face_accuracy.py
 	$(BIN)/python benchmarks/flow.py
 	$(BIN)/python benchmarks/motion_accuracy.py
+	$(BIN)/python benchmarks/clip_features.py
+	$(BIN)/python benchmarks/build.py
 
 clean-cache:
-	rm -rf cache/demo
+	rm -rf cache/demo cache/mepipe.zarr

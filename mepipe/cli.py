@@ -94,6 +94,82 @@ def verify(dataset, root, sheet) -> None:
     click.echo(f"{dataset} at {root}: {len(reading.samples)} samples, {len({s.subject for s in reading.samples})} subjects, no problems. Clean.")
 
 
+@main.command()
+@click.option("--dataset", required=True, help="casme2, samm, smic, ckplus, oulu, jaffe, mug, or demo (the built-in synthetic set).")
+@click.option("--root", type=click.Path(path_type=Path), default=None, help="The dataset's root folder (demo: where the synthetic set is made).")
+@click.option("--store", type=click.Path(path_type=Path), default=None, help="Zarr store  [default: $MEPIPE_STORE or cache/mepipe.zarr]")
+@click.option("--artifacts", default=None, help="Comma-separated artifacts (what they need is added)  [default: all that apply]")
+@click.option("--config", type=click.Path(path_type=Path), default=None, help="TOML file of parameters, one [artifact] table each.")
+@click.option("--param", "-p", "params", multiple=True, metavar="ARTIFACT.NAME=VALUE", help="A parameter, e.g. -p flow.lambda_=0.1 (repeatable).")
+@click.option("--scheduler", default="processes", show_default=True, help="threads, processes, or a dask.distributed scheduler address (tcp://host:8786).")
+@click.option("--workers", type=int, default=None, help="Local workers  [default: CPU cores]")
+@click.option("--strict", is_flag=True, help="Exit non-zero when any sample failed.")
+def build(dataset, root, store, artifacts, config, params, scheduler, workers, strict) -> None:
+    """Build a dataset's aligned faces and features into the Zarr store (only what is missing or stale)."""
+    from mepipe.pipeline.build import BuildError, BuildOptions, build as run_build
+    from mepipe.pipeline.report import build_table
+
+    names = tuple(name.strip() for name in artifacts.split(",") if name.strip()) if artifacts else None
+    options = BuildOptions(dataset=dataset, root=root, store=store, artifacts=names, config=config, params=params,
+                           scheduler=scheduler, workers=workers)
+    click.echo(f"mepipe build: {dataset} -> {store or 'the default store'}", err=True)
+    try:
+        summary = run_build(options, progress=_build_progress(), notice=lambda text: click.echo(f"  {text}", err=True))
+    except BuildError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(build_table(summary))
+    if summary.failures and strict:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option("--store", type=click.Path(path_type=Path), default=None, help="Zarr store  [default: $MEPIPE_STORE or cache/mepipe.zarr]")
+def info(store) -> None:
+    """What a store holds: datasets, samples, artifacts with their parameters, QC failures, size."""
+    from mepipe.pipeline.report import store_report
+    from mepipe.pipeline.store import StoreError, default_store
+
+    try:
+        click.echo(store_report(store or default_store()))
+    except StoreError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@main.command()
+@click.argument("sample")
+@click.option("--artifact", required=True, help="face, frames, flow, strain, residual, dynamic, magnified or magnified_flow.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG to write.")
+@click.option("--store", type=click.Path(path_type=Path), default=None, help="Zarr store  [default: $MEPIPE_STORE or cache/mepipe.zarr]")
+def show(sample, artifact, out, store) -> None:
+    """Write a picture of one artifact of one sample (SAMPLE: group/subject/clip, e.g. demo/sub01/EP02_01f)."""
+    from mepipe.pipeline.pictures import PictureError, artifact_picture, write_picture
+    from mepipe.pipeline.store import StoreError, default_store
+
+    try:
+        write_picture(artifact_picture(store or default_store(), sample, artifact), out)
+    except (PictureError, StoreError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"wrote {out}")
+
+
+def _build_progress():
+    """Samples done / to do, rate and time left, on stderr: a rewritten line on a terminal."""
+    interactive = sys.stderr.isatty()
+    last_tenth = [-1]
+
+    def report(done: int, total: int, elapsed: float) -> None:
+        rate = done / elapsed if elapsed > 0 else 0.0
+        left = (total - done) / rate if rate > 0 else float("nan")
+        line = f"  {done}/{total} samples, {rate:.2f} samples/s, " + (f"{left:.0f} s left" if done else "starting workers")
+        if interactive:
+            click.echo("\r" + line.ljust(70), nl=done == total, err=True)
+        elif 10 * done // max(total, 1) != last_tenth[0]:
+            last_tenth[0] = 10 * done // max(total, 1)
+            click.echo(line, err=True)
+
+    return report
+
+
 def _progress_printer():
     """Progress on stderr: one rewritten line on a terminal, a line per tenth otherwise."""
     started = time.perf_counter()

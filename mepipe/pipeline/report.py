@@ -1,0 +1,106 @@
+"""Text reports: the summary table at the end of a build, and ``mepipe info``'s view of a store."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from pathlib import Path
+
+from mepipe.pipeline.params import PARAM_TYPES
+from mepipe.pipeline.store import datasets_in, done_flags, failures, open_store, size_on_disk
+
+MAX_LISTED = 10
+
+
+def build_table(summary) -> str:
+    """The end-of-build summary: per artifact computed / reused / failed, wall time, store and size."""
+    lines = [f"{summary.dataset}: {summary.samples} samples -> {summary.store} ({_size(summary.size_bytes)})", ""]
+    lines.append(f"  {'artifact':<16}{'computed':>9}{'reused':>8}{'failed':>8}")
+    for name, count in summary.counts.items():
+        lines.append(f"  {name:<16}{count.computed:>9}{count.reused:>8}{count.failed:>8}")
+    lines.append("")
+    if summary.results:
+        kernels = sum(sum(v for k, v in r.seconds.items() if k not in ("decode", "write", "read")) for r in summary.results)
+        decode = sum(r.seconds.get("decode", 0.0) for r in summary.results)
+        peak = max(r.peak_rss_mb for r in summary.results)
+        lines.append(
+            f"  wall {summary.wall_s:.1f} s, {len(summary.results)} samples on {summary.workers} workers ({summary.scheduler}); "
+            f"summed over samples: kernels {kernels:.1f} s, decoding {decode:.1f} s; peak memory per worker {peak:.0f} MB"
+        )
+    else:
+        lines.append(f"  wall {summary.wall_s:.1f} s: everything was up to date, nothing computed")
+    for note in summary.notes:
+        lines.append(f"  note: {note}")
+    if summary.failures:
+        lines.append("")
+        lines.append(f"  {len(summary.failures)} failed (sample, artifact: reason); they are in the store's qc/failures:")
+        for sample_id, artifact, reason in _first_per_sample(summary.failures)[:MAX_LISTED]:
+            lines.append(f"    {sample_id}  {artifact}: {reason}")
+        hidden = len(_first_per_sample(summary.failures)) - MAX_LISTED
+        if hidden > 0:
+            lines.append(f"    ... and {hidden} more samples (`mepipe info` lists them)")
+    return "\n".join(lines)
+
+
+def store_report(path: str | Path) -> str:
+    """``mepipe info``: datasets, sample counts, artifacts with parameters, QC failures, size on disk."""
+    path = Path(path)
+    root = open_store(path, "r")
+    names = datasets_in(root)
+    lines = [f"{path}: mepipe store (schema {root.attrs.get('mepipe_schema')}, written by mepipe {root.attrs.get('mepipe_version')}), "
+             f"{_size(size_on_disk(path))}, {len(names)} dataset{'s' if len(names) != 1 else ''}"]
+    for name in names:
+        group = root[name]
+        n = group["sample_id"].shape[0]
+        subjects = len(set(str(s) for s in group["subject"][:]))
+        lines += ["", f"[{name}] {n} samples, {subjects} subjects; adapter {group.attrs.get('adapter')}, "
+                      f"from {group.attrs.get('source_root')}; {_size(size_on_disk(path / name))}"]
+        emotions = Counter(str(e) for e in group["emotion"][:])
+        lines.append("  emotions: " + ", ".join(f"{e} {c}" for e, c in emotions.most_common()))
+        records = group.attrs.get("artifacts", {})
+        recorded_failures = failures(group)
+        lines.append(f"  {'artifact':<16}{'done':>6}{'failed':>8}  {'key':<18}parameters (differing from the defaults)")
+        for artifact, record in records.items():
+            done = int(done_flags(group, artifact).sum())
+            failed = sum(1 for f in recorded_failures if artifact in f)
+            lines.append(f"  {artifact:<16}{done:>6}{failed:>8}  {record['key']:<18}{_params_text(artifact, record['params'], record.get('size'))}")
+        failed_samples = [(str(group["sample_id"][i]), f) for i, f in enumerate(recorded_failures) if f]
+        if failed_samples:
+            lines.append(f"  QC: {len(failed_samples)} samples with failures")
+            for sample_id, record in failed_samples[:MAX_LISTED]:
+                artifact, first = next(iter(record.items()))
+                more = f" (+{len(record) - 1} artifacts)" if len(record) > 1 else ""
+                lines.append(f"    {sample_id}  {artifact}: {first['reason']}{more}")
+            if len(failed_samples) > MAX_LISTED:
+                lines.append(f"    ... and {len(failed_samples) - MAX_LISTED} more")
+        else:
+            lines.append("  QC: no failures")
+        last = group.attrs.get("last_build")
+        if last:
+            lines.append(f"  last build: {last['wall_s']:.1f} s, scheduler {last['scheduler']}, computed " +
+                         ", ".join(f"{a} {c}" for a, c in last["computed"].items()))
+    return "\n".join(lines)
+
+
+def _params_text(artifact: str, params: dict, size) -> str:
+    defaults = dataclasses.asdict(PARAM_TYPES[artifact]()) if artifact in PARAM_TYPES else {}
+    changed = [f"{k}={v}" for k, v in params.items() if defaults.get(k) != v]
+    text = ", ".join(changed) if changed else "defaults"
+    return f"S={size}; {text}" if artifact == "face" else text
+
+
+def _first_per_sample(failed):
+    seen, first = set(), []
+    for sample_id, artifact, reason in failed:
+        if sample_id not in seen:
+            seen.add(sample_id)
+            first.append((sample_id, artifact, reason))
+    return first
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"
