@@ -23,7 +23,7 @@ from mepipe.datasets.layouts import LAYOUTS
 from mepipe.pipeline.artifacts import ARTIFACTS, DEFAULT_ARTIFACTS, DEPENDS, with_dependencies
 from mepipe.pipeline.params import ParamError, as_dict, cache_keys, resolve_params
 from mepipe.pipeline.store import (
-    StoreError, clear_sample, done_flags, failures, open_store, prepare_artifact, prepare_group, size_on_disk,
+    StoreError, clear_sample, default_store, done_flags, failures, open_store, prepare_artifact, prepare_group, size_on_disk,
 )
 from mepipe.pipeline.tasks import SampleJob, SampleResult, run_sample
 
@@ -117,7 +117,7 @@ def build(options: BuildOptions, progress: Progress | None = None, notice: Notic
         say(f"{adapter} at {root}: {len(reading.problems)} problems, {len({p.sample_id for p in dropped})} clips left out "
             f"(`mepipe verify --dataset {adapter} --root {root}` lists them)")
 
-    store_path = Path(options.store) if options.store is not None else Path(os.environ.get("MEPIPE_STORE", Path("cache", "mepipe.zarr")))
+    store_path = Path(options.store) if options.store is not None else default_store()
     try:
         store = open_store(store_path, mode="a")
     except StoreError as error:
