@@ -152,6 +152,54 @@ def show(sample, artifact, out, store) -> None:
     click.echo(f"wrote {out}")
 
 
+@main.command()
+@click.option("--model", required=True, help="ststnet or mobilevit.")
+@click.option("--dataset", required=True, help="A dataset group of the store, or composite.")
+@click.option("--protocol", default=None, help="5class, 3class, native  [default: the dataset's first]")
+@click.option("--store", type=click.Path(path_type=Path), default=None, help="Zarr store  [default: $MEPIPE_STORE or cache/mepipe.zarr]")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds; the run is repeated for each.")
+@click.option("--folds", default=None, help="Comma-separated fold positions to run (a quick look)  [default: all]")
+@click.option("--set", "-s", "settings", multiple=True, metavar="NAME=VALUE", help="A model option, e.g. -s epochs=50 -s transfer=false (repeatable).")
+@click.option("--device", default="auto", show_default=True, help="auto (the GPU when there is one), cpu, cuda, cuda:1 ...")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True, help="Folder of run directories.")
+@click.option("--name", default=None, help="Run directory name  [default: MODEL-DATASET-PROTOCOL-TIME]")
+def train(model, dataset, protocol, store, seeds, folds, settings, device, out, name) -> None:
+    """Train a model leave-one-subject-out over a protocol's folds; write a run directory."""
+    from mepipe.models.loso import RunError, RunOptions, train_run
+    from mepipe.models.recipes import OptionError
+    from mepipe.pipeline.store import StoreError
+
+    try:
+        options = RunOptions(model=model, dataset=dataset, protocol=protocol, store=store, seeds=_integers(seeds, "--seeds"),
+                             out=out, device=device, folds=_integers(folds, "--folds") if folds else None,
+                             settings=tuple(settings), name=name)
+        result = train_run(options, log=lambda text: click.echo(f"  {text}", err=True))
+    except (RunError, OptionError, StoreError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(result.markdown)
+    click.echo(f"run directory: {result.directory}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+def evaluate(run) -> None:
+    """Recompute a run's metrics, table and pictures from its predictions (RUN: a run directory)."""
+    from mepipe.models.loso import RunError, evaluate_run
+
+    try:
+        result = evaluate_run(run)
+    except RunError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(result.markdown)
+
+
+def _integers(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint=option) from None
+
+
 def _build_progress():
     """Samples done / to do, rate and time left, on stderr: a rewritten line on a terminal."""
     interactive = sys.stderr.isatty()

@@ -22,6 +22,7 @@ from mepipe.pipeline.build import BuildOptions, build
 from mepipe.pipeline.load import LoadError, load
 from mepipe.pipeline.store import StoreError, read_clip
 from mepipe.synth.generate import SynthOptions, synthesize
+from trees import COMPOSITE_CODING, composite_store
 
 FIXED = ("face", "eye_mask", "flow", "strain")
 
@@ -191,28 +192,8 @@ def test_store_dataset_items(tiny):
 
 # ---------------------------------------------------------------- composite
 
-COMPOSITE_CODING = {
-    # clips of the MEGC2019 list, short, plus EP99_01 that the list does not hold
-    "casme2": "subject,clip,onset,apex,offset,action_units,emotion,first_frame,last_frame,n_frames\n"
-              "sub01,EP02_01f,46,52,58,12,happiness,46,58,13\n"
-              "sub01,EP19_05f,10,15,21,4+9,disgust,10,21,12\n"
-              "sub02,EP11_01,5,10,16,1+2,surprise,5,16,12\n"
-              "sub02,EP99_01,5,9,14,4,others,5,14,10\n",
-    "samm": "subject,clip,inducement_code,onset,apex,offset,action_units,emotion,objective_class\n"
-            "006,006_1_2,1,5562,5568,5575,4+7,Anger,3\n"
-            "007,007_6_1,6,1000,1006,1012,12,Happiness,1\n",
-    "smic": "dataset,subject,clip,label\nsmic,s01,s01_ne_01,negative\nsmic,s02,s02_sur_01,surprise\n",
-}
-
-
 def test_composite_is_a_view_over_three_groups(tmp_path):
-    store = tmp_path / "store.zarr"
-    for layout, text in COMPOSITE_CODING.items():
-        (tmp_path / f"{layout}.csv").write_text(text)
-        synthesize(SynthOptions(layout=layout, out=tmp_path / layout, coding=tmp_path / f"{layout}.csv", workers=1))
-        summary = build(BuildOptions(layout, root=tmp_path / layout, store=store, scheduler="threads", workers=1,
-                                     artifacts=("face",), params=("face.size=48",)))
-        assert not summary.failures, summary.failures
+    store = composite_store(tmp_path, ("face",))
     data = load(store, "composite", ["face"], "3class")
     readings = {name: read_dataset(name, tmp_path / name) for name in COMPOSITE_CODING}
     selection = select("composite", "3class", readings)

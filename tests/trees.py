@@ -30,3 +30,38 @@ def layout_tree(layout_name: str, root: Path, coding: Path | None = None, subjec
             (folder / layout.frame_name(plan.subject, plan.clip, number)).touch()
     write_coding_sheet(layout, root, plans)
     return plans
+
+
+#: A tiny MEGC2019 composite: clips of the composite list, short, and EP99_01 that the list does not hold.
+COMPOSITE_CODING = {
+    "casme2": "subject,clip,onset,apex,offset,action_units,emotion,first_frame,last_frame,n_frames\n"
+              "sub01,EP02_01f,46,52,58,12,happiness,46,58,13\n"
+              "sub01,EP19_05f,10,15,21,4+9,disgust,10,21,12\n"
+              "sub02,EP11_01,5,10,16,1+2,surprise,5,16,12\n"
+              "sub02,EP99_01,5,9,14,4,others,5,14,10\n",
+    "samm": "subject,clip,inducement_code,onset,apex,offset,action_units,emotion,objective_class\n"
+            "006,006_1_2,1,5562,5568,5575,4+7,Anger,3\n"
+            "007,007_6_1,6,1000,1006,1012,12,Happiness,1\n",
+    "smic": "dataset,subject,clip,label\nsmic,s01,s01_ne_01,negative\nsmic,s02,s02_sur_01,surprise\n",
+}
+
+
+def composite_store(tmp: Path, artifacts: tuple[str, ...], size: int = 48, macro: bool = False) -> Path:
+    """Synthetic casme2, samm and smic trees of COMPOSITE_CODING (and a 3 x 3 CK+ with ``macro``)
+    built into one store at ``tmp / "store.zarr"`` (threads, one worker, ``size`` px faces)."""
+    from mepipe.pipeline.build import BuildOptions, build
+    from mepipe.synth.generate import SynthOptions, synthesize
+
+    store = tmp / "store.zarr"
+    sets = {name: dict(coding=tmp / f"{name}.csv") for name in COMPOSITE_CODING}
+    for name, text in COMPOSITE_CODING.items():
+        (tmp / f"{name}.csv").write_text(text)
+    if macro:
+        sets["ckplus"] = dict(subjects=3, clips_per_subject=3, seed=3)
+    for name, extra in sets.items():
+        synthesize(SynthOptions(layout=name, out=tmp / name, workers=1, **extra))
+        wanted = ("face",) if name == "ckplus" else artifacts
+        summary = build(BuildOptions(name, root=tmp / name, store=store, scheduler="threads", workers=1,
+                                     artifacts=wanted, params=(f"face.size={size}",)))
+        assert not summary.failures, summary.failures
+    return store

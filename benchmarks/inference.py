@@ -1,0 +1,126 @@
+"""Benchmark of the papers' classifiers: parameter count and batch-1 inference time per sample.
+
+    python benchmarks/inference.py [--runs 30] [--warmup 5] [--threads N]
+
+For every model of :data:`REGISTRY`, on the CPU (and on the GPU when CUDA is available): the model
+in eval mode under ``torch.inference_mode``, ``--warmup`` untimed runs, then ``--runs`` timed runs of
+one random input of the registered shape (batch 1, so the time per run is the time per sample);
+printed as a Markdown table with the median and the interquartile range, in milliseconds, beside
+the paper's own figures. GPU timings ``torch.cuda.synchronize`` before reading the clock.
+
+``--threads`` sets ``torch.set_num_threads`` (default: torch's own choice). On a machine whose cores
+are busy with other work, use ``--threads 1``: torch's per-operation thread team otherwise waits for
+descheduled threads and the CPU figures vary several-fold from run to run (the load average is
+printed with them).
+
+The paper's figures differ in setting: MobileViT-S 35.4 ms per sample (Liu et al. 2022, Table 4)
+was measured with Keras 2.2.4 on an Intel Core i9-9980HK laptop with an AMD Radeon Pro 5500M (the
+paper does not say which of the two ran it), for the 3-class micro-expression model; 5.6 M
+parameters (Table 1) is the 1000-class ImageNet configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mepipe.models.mobilevit import mobilevit_s  # noqa: E402
+from mepipe.models.ststnet import ststnet  # noqa: E402
+
+#: name -> (constructor, input shape (batch 1), paper's parameter count or None, paper's ms per
+#: sample or None).
+REGISTRY: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int | None, float | None]] = {
+    "MobileViT-S, 1 ch, 3 classes": (lambda: mobilevit_s(num_classes=3, in_chans=1), (1, 1, 256, 256), None, 35.4),
+    "MobileViT-S, 3 ch, 1000 classes": (lambda: mobilevit_s(num_classes=1000, in_chans=3), (1, 3, 256, 256),
+                                        5_600_000, None),
+    "STSTNet": (ststnet, (1, 3, 28, 28), None, None),
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_model(model: nn.Module, shape: tuple[int, ...], device: torch.device, runs: int,
+               warmup: int) -> list[float]:
+    """Seconds per forward pass of a random input of ``shape``, ``runs`` of them after ``warmup``."""
+    model = model.to(device).eval()
+    x = torch.randn(shape, device=device)
+    times = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        _sync(device)
+        for _ in range(runs):
+            start = time.perf_counter()
+            model(x)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def _millions(count: int | None) -> str:
+    return "" if count is None else f"{count / 1e6:.2f} M"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30, help="timed runs per model and device (at least 2)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed runs first")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.runs < 2:
+        parser.error("--runs must be at least 2 for an interquartile range")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    devices = [torch.device("cpu")]
+    print(f"torch {torch.__version__}; CPU: {_cpu_name()}, {torch.get_num_threads()} threads, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    if torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+        print(f"GPU: {torch.cuda.get_device_name()}")
+    else:
+        print("GPU: skipped (torch.cuda.is_available() is False)")
+    print(f"batch 1, {args.warmup} warm-up + {args.runs} timed runs, eval, torch.inference_mode\n")
+
+    print("| model | input | params | paper params | device | median ms/sample | IQR ms | paper ms/sample |")
+    print("|---|---|---:|---:|---|---:|---:|---:|")
+    for name, (build, shape, paper_params, paper_ms) in REGISTRY.items():
+        torch.manual_seed(0)
+        model = build()
+        params = sum(p.numel() for p in model.parameters())
+        for device in devices:
+            times = [t * 1e3 for t in time_model(model, shape, device, args.runs, args.warmup)]
+            q1, median, q3 = statistics.quantiles(times, n=4, method="inclusive")
+            paper = "" if paper_ms is None else f"{paper_ms:.1f}"
+            print(f"| {name} | {'x'.join(map(str, shape))} | {params:,} | {_millions(paper_params)} | {device.type} "
+                  f"| {median:.1f} | {q3 - q1:.1f} | {paper} |")
+    print("\nPaper: Liu et al. 2022 (Table 1 parameters; Table 4 time, Keras 2.2.4, i9-9980HK laptop).")
+
+
+if __name__ == "__main__":
+    main()

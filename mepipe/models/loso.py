@@ -1,0 +1,294 @@
+"""Leave-one-subject-out runs: one model per fold, predictions pooled, a run directory per run.
+
+The folds come from the protocol (:func:`mepipe.datasets.protocols.select` via the store's
+metadata), never re-derived here. For each seed, every fold trains a fresh model on the other
+subjects and predicts its own subject; the predictions of all folds are pooled and scored (UF1,
+UAR, accuracy) per source dataset and overall, as the composite papers report them. The spread
+over seeds is reported beside the mean.
+
+A run directory holds::
+
+    config.json        what was asked (model, options, data, seeds, device) and what ran (versions, times)
+    predictions.csv    one row per (seed, test sample): fold, subject, true and predicted class, scores
+    metrics.json       per-seed scores by dataset, and their mean and spread over seeds
+    metrics.md         the same as a Markdown table
+    confusion.png      the confusion matrix, pooled over folds and seeds
+    curves.png         training curves, one faint line per fold (first seed) and their mean
+    history.json       every fold's curves and the choices it made (grid search, SVM C)
+    log.txt            the progress lines
+
+``mepipe evaluate RUN`` recomputes the metrics and pictures from ``predictions.csv`` alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mepipe import __version__
+from mepipe.models.metrics import Scores, score_by_dataset, summarise
+from mepipe.models.plots import confusion_figure, curves_figure, scores_markdown
+from mepipe.models.recipes import FoldData, OptionError, RunContext, apply_settings, get_recipe, options_dict
+from mepipe.models.training import resolve_device, seed_everything
+from mepipe.pipeline.load import load
+from mepipe.pipeline.store import default_store
+
+PREDICTION_FIELDS = ("seed", "fold", "test_subject", "sample_id", "dataset", "label", "predicted", "true_class",
+                     "predicted_class")
+
+
+class RunError(ValueError):
+    """A run that cannot start or a run directory that cannot be read; the message says why."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``mepipe train`` asks for.
+
+    folds : positions of the folds to run (a quick look, or a fold per CI job); None for all.
+    settings : ``name=value`` overrides of the model's options.
+    """
+
+    model: str
+    dataset: str
+    protocol: str | None = None
+    store: Path | None = None
+    seeds: tuple[int, ...] = (0, 1, 2)
+    out: Path = Path("runs")
+    device: str = "auto"
+    folds: tuple[int, ...] | None = None
+    settings: tuple[str, ...] = ()
+    name: str | None = None
+
+
+@dataclass
+class RunResult:
+    directory: Path
+    per_seed: list[dict[str, Scores]]
+    summary: dict
+    markdown: str
+    seconds: float
+    inference_ms: float | None = None
+    fold_seconds: list[float] = field(default_factory=list)
+
+
+def train_run(options: RunOptions, log: Callable[[str], None] = lambda text: None) -> RunResult:
+    """Train and test ``options.model`` over the LOSO folds of the protocol; write the run directory."""
+    start = time.perf_counter()
+    recipe = get_recipe(options.model)
+    model_options = apply_settings(recipe.Options(), options.settings)
+    if not options.seeds:
+        raise RunError("give at least one seed")
+    store = Path(options.store) if options.store is not None else default_store()
+    device = resolve_device(options.device)
+    data = load(store, options.dataset, recipe.artifacts, options.protocol)
+    if not len(data):
+        raise RunError(f"{store}: {options.dataset} {data.protocol} has no sample with {', '.join(recipe.artifacts)} built")
+    labels, groups = np.asarray(data.meta["label"]), np.asarray(data.meta["group"])
+    sources = np.asarray(data.meta["dataset"])
+    folds = _chosen_folds(data.folds, options.folds)
+    inputs = recipe.inputs(data, model_options)
+
+    directory = _new_directory(options, data.protocol)
+    log_file = open(directory / "log.txt", "w")
+
+    def say(text: str) -> None:
+        log(text)
+        log_file.write(text + "\n")
+        log_file.flush()
+
+    config = {
+        "model": recipe.name, "options": options_dict(model_options), "settings": list(options.settings),
+        "dataset": options.dataset, "protocol": data.protocol, "classes": list(data.classes),
+        "store": str(store), "samples": len(data), "subjects": len(set(groups)), "folds": [f.index for f in folds],
+        "seeds": list(options.seeds), "device": str(device), "torch_threads": torch.get_num_threads(),
+        "mepipe": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "machine": platform.machine(), "started": datetime.now().isoformat(timespec="seconds"), "status": "running",
+        "missing": [list(item) for item in data.missing],
+    }
+    _write_json(directory / "config.json", config)
+    say(f"{recipe.name} on {options.dataset} {data.protocol}: {len(data)} samples, {len(set(groups))} subjects, "
+        f"{len(folds)} folds x {len(options.seeds)} seeds on {device}; run directory {directory}")
+    context = RunContext(store, tuple(data.classes), device, directory, say)
+
+    rows, histories, per_seed, fold_seconds = [], [], [], []
+    inference_ms = None
+    for seed in options.seeds:
+        seed_everything(seed)
+        prepared = recipe.prepare(context, model_options, seed)
+        truth, predicted, origin = [], [], []
+        seed_histories = []
+        for number, fold in enumerate(folds, 1):
+            if set(groups[fold.train]) & set(groups[fold.test]):
+                raise RunError(f"fold {fold.index} shares a subject between training and test")  # never by construction
+            fold_start = time.perf_counter()
+            seed_everything(seed * 1000 + fold.index)
+            output = recipe.train_fold(
+                context, model_options, prepared,
+                FoldData(inputs[fold.train], labels[fold.train], groups[fold.train], inputs[fold.test]), seed)
+            fold_seconds.append(time.perf_counter() - fold_start)
+            right = int((output.predicted == labels[fold.test]).sum())
+            say(f"seed {seed} fold {number}/{len(folds)} ({fold.test_subject}): {right}/{len(fold.test)} right, "
+                f"{fold_seconds[-1]:.1f} s")
+            for position, guess, scores in zip(fold.test, output.predicted, output.scores):
+                rows.append({
+                    "seed": seed, "fold": fold.index, "test_subject": fold.test_subject,
+                    "sample_id": data.meta["sample_id"][position], "dataset": sources[position],
+                    "label": int(labels[position]), "predicted": int(guess),
+                    "true_class": data.classes[labels[position]], "predicted_class": data.classes[int(guess)],
+                    **{f"score_{name}": float(value) for name, value in zip(data.classes, scores)},
+                })
+            truth.append(labels[fold.test])
+            predicted.append(output.predicted)
+            origin.append(sources[fold.test])
+            seed_histories.append({"fold": fold.index, "test_subject": fold.test_subject, **output.history,
+                                   "notes": output.notes})
+            if inference_ms is None and output.predict_one is not None:
+                inference_ms = time_per_sample(output.predict_one, inputs[fold.test])
+        histories.append({"seed": seed, "folds": seed_histories,
+                          "pretrained": None if prepared is None else getattr(prepared, "history", None)})
+        per_seed.append(score_by_dataset(np.concatenate(truth), np.concatenate(predicted), list(np.concatenate(origin)),
+                                         len(data.classes)))
+        say(f"seed {seed}: " + ", ".join(f"{key} UF1 {s.uf1:.3f} UAR {s.uar:.3f}" for key, s in per_seed[-1].items()))
+
+    _write_predictions(directory / "predictions.csv", rows, data.classes)
+    _write_json(directory / "history.json", histories)
+    seconds = time.perf_counter() - start
+    config.update(status="complete", seconds=round(seconds, 1), inference_ms_per_sample=inference_ms,
+                  median_fold_seconds=round(statistics.median(fold_seconds), 2) if fold_seconds else None)
+    _write_json(directory / "config.json", config)
+    result = _report(directory, per_seed, list(data.classes), [h["folds"] for h in histories][0],
+                     f"{recipe.name} on {options.dataset} ({data.protocol})", seconds, inference_ms)
+    result.fold_seconds = fold_seconds
+    say(f"done in {seconds:.0f} s")
+    log_file.close()
+    return result
+
+
+def evaluate_run(directory: str | Path) -> RunResult:
+    """Recompute a run's metrics, table and pictures from its ``predictions.csv``."""
+    directory = Path(directory)
+    config_path, predictions_path = directory / "config.json", directory / "predictions.csv"
+    for path in (config_path, predictions_path):
+        if not path.is_file():
+            raise RunError(f"{directory} is not a finished run directory: {path.name} is missing")
+    try:
+        config = json.loads(config_path.read_text())
+        classes = list(config["classes"])
+    except (ValueError, KeyError) as error:
+        raise RunError(f"{config_path}: not a run configuration ({error})") from None
+    by_seed: dict[int, list[dict]] = {}
+    with open(predictions_path, newline="") as handle:
+        for line, row in enumerate(csv.DictReader(handle), start=2):
+            try:
+                by_seed.setdefault(int(row["seed"]), []).append(
+                    {"label": int(row["label"]), "predicted": int(row["predicted"]), "dataset": row["dataset"]})
+            except (KeyError, TypeError, ValueError):
+                raise RunError(f"{predictions_path}, line {line}: expected integer seed, label and predicted") from None
+    if not by_seed:
+        raise RunError(f"{predictions_path} has no predictions")
+    per_seed = [score_by_dataset(np.array([r["label"] for r in rows]), np.array([r["predicted"] for r in rows]),
+                                 [r["dataset"] for r in rows], len(classes)) for _, rows in sorted(by_seed.items())]
+    folds = []
+    if (directory / "history.json").is_file():
+        folds = json.loads((directory / "history.json").read_text())[0]["folds"]
+    title = f"{config.get('model', '?')} on {config.get('dataset', '?')} ({config.get('protocol', '?')})"
+    return _report(directory, per_seed, classes, folds, title, config.get("seconds"), config.get("inference_ms_per_sample"))
+
+
+def time_per_sample(predict_one: Callable[[torch.Tensor], int], samples: torch.Tensor, runs: int = 20) -> float:
+    """Median milliseconds of one batch-1 prediction, after two warm-up calls."""
+    samples = samples if len(samples) else samples.new_zeros((1, *samples.shape[1:]))
+    for index in range(2):
+        predict_one(samples[index % len(samples)])
+    times = []
+    for index in range(runs):
+        begin = time.perf_counter()
+        predict_one(samples[index % len(samples)])
+        times.append((time.perf_counter() - begin) * 1000)
+    return round(float(np.median(times)), 2)
+
+
+def _report(directory: Path, per_seed, classes, folds, title, seconds, inference_ms) -> RunResult:
+    summary = summarise(per_seed)
+    _write_json(directory / "metrics.json", {
+        "classes": classes,
+        "per_seed": [{key: scores.to_dict() for key, scores in seed.items()} for seed in per_seed],
+        "summary": {key: {metric: {"mean": m, "std": s} for metric, (m, s) in values.items()}
+                    for key, values in summary.items()},
+        "seconds": seconds, "inference_ms_per_sample": inference_ms,
+    })
+    seeds = len(per_seed)
+    markdown = scores_markdown(per_seed, title=f"{title}: LOSO, {seeds} seed{'s' if seeds > 1 else ''}")
+    footer = []
+    if seconds is not None:
+        footer.append(f"wall time {seconds:.0f} s")
+    if inference_ms is not None:
+        footer.append(f"inference {inference_ms:.1f} ms per sample (batch 1)")
+    (directory / "metrics.md").write_text(markdown + ("\n" + ", ".join(footer) + "\n" if footer else ""))
+    pooled = sum(seed["overall"].confusion for seed in per_seed)
+    confusion_figure(pooled, classes, directory / "confusion.png",
+                     title=f"{title}\npooled over folds" + (f" and {seeds} seeds" if seeds > 1 else ""))
+    curves = [{key: fold.get(key, []) for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")}
+              for fold in folds]
+    if any(any(values) for curve in curves for values in curve.values()):
+        curves_figure(curves, directory / "curves.png", title=f"{title}: training, one line per fold")
+    return RunResult(directory, per_seed, summary, markdown, seconds or 0.0, inference_ms)
+
+
+def _chosen_folds(folds, wanted: Sequence[int] | None):
+    if wanted is None:
+        return list(folds)
+    unknown = [index for index in wanted if not 0 <= index < len(folds)]
+    if unknown:
+        raise RunError(f"fold {unknown[0]} does not exist: this protocol has folds 0..{len(folds) - 1}")
+    return [folds[index] for index in wanted]
+
+
+def _new_directory(options: RunOptions, protocol: str | None) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = options.name or f"{options.model}-{options.dataset}-{protocol}-{stamp}"
+    directory = Path(options.out) / name
+    try:
+        directory.mkdir(parents=True, exist_ok=options.name is not None)
+    except FileExistsError:
+        directory = Path(options.out) / f"{name}-{time.time_ns() % 10**6}"
+        directory.mkdir(parents=True)
+    except OSError as error:
+        raise RunError(f"cannot make the run directory {directory}: {error.strerror}") from None
+    return directory
+
+
+def _write_predictions(path: Path, rows: list[dict], classes: Sequence[str]) -> None:
+    fields = list(PREDICTION_FIELDS) + [f"score_{name}" for name in classes]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(value, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+__all__ = ["RunOptions", "RunResult", "RunError", "OptionError", "train_run", "evaluate_run", "time_per_sample"]
