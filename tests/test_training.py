@@ -259,3 +259,9 @@ def test_the_cli_trains_and_evaluates(store, tmp_path):
     assert "| composite |" in outcome.output and "run directory:" in outcome.output
     evaluated = runner.invoke(main, ["evaluate", str(tmp_path / "cli")])
     assert evaluated.exit_code == 0 and "| composite |" in evaluated.output
+
+
+def test_without_a_protocol_training_takes_the_dataset_s_first(store, tmp_path):
+    result = train_run(RunOptions("ststnet", "casme2", None, store=store, seeds=(0,), out=tmp_path, folds=(0,),
+                                  settings=("epochs=1",), name="p"))
+    assert json.loads((result.directory / "config.json").read_text())["protocol"] == "5class"

@@ -40,7 +40,7 @@ from mepipe.models.metrics import Scores, score_by_dataset, summarise
 from mepipe.models.plots import confusion_figure, curves_figure, scores_markdown
 from mepipe.models.recipes import FoldData, OptionError, RunContext, apply_settings, get_recipe, options_dict
 from mepipe.models.training import resolve_device, seed_everything
-from mepipe.pipeline.load import load
+from mepipe.pipeline.load import labelled_protocol, load
 from mepipe.pipeline.store import default_store
 
 PREDICTION_FIELDS = ("seed", "fold", "test_subject", "sample_id", "dataset", "label", "predicted", "true_class",
@@ -91,7 +91,9 @@ def train_run(options: RunOptions, log: Callable[[str], None] = lambda text: Non
         raise RunError("give at least one seed")
     store = Path(options.store) if options.store is not None else default_store()
     device = resolve_device(options.device)
-    data = load(store, options.dataset, recipe.artifacts, options.protocol)
+    # training needs labels: without a protocol, the dataset's first (load alone would give none)
+    protocol = options.protocol or labelled_protocol(store, options.dataset)
+    data = load(store, options.dataset, recipe.artifacts, protocol)
     if not len(data):
         raise RunError(f"{store}: {options.dataset} {data.protocol} has no sample with {', '.join(recipe.artifacts)} built")
     labels, groups = np.asarray(data.meta["label"]), np.asarray(data.meta["group"])

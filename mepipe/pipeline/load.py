@@ -149,6 +149,20 @@ def load(store: str | Path, dataset: str, artifacts: str | Sequence[str] = (), p
                       selected.missing, selected.excluded, selected.absent)
 
 
+def labelled_protocol(store: str | Path, dataset: str) -> str:
+    """The protocol a training run uses when none is named: the first of the group's adapter
+    (``composite``: ``3class``; ``demo``, built by the ``casme2`` adapter: ``5class``)."""
+    if dataset == COMPOSITE:
+        return PROTOCOLS[COMPOSITE][0]
+    root = _open(Path(store))
+    if dataset not in datasets_in(root):
+        raise LoadError(f"{store}: no dataset group {dataset!r}; groups present: {', '.join(datasets_in(root)) or 'none'}")
+    adapter = str(root[dataset].attrs.get("adapter", dataset))
+    if adapter not in PROTOCOLS:
+        raise LoadError(f"{store}: group {dataset!r} was built by adapter {adapter!r}, which has no protocol")
+    return PROTOCOLS[adapter][0]
+
+
 def plan(store: str | Path, dataset: str, artifacts: str | Sequence[str] = (), protocol: str | None = None) -> LoadPlan:
     """The rows, metadata, labels and folds :func:`load` would return, reading metadata only."""
     store = Path(store)
