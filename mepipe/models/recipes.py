@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,19 +62,24 @@ class FoldOutput:
     predict_one: Callable[[torch.Tensor], int] | None = None
 
 
-class Recipe:
+class Recipe(ABC):
+    """A paper's training procedure; subclasses set ``name``, ``artifacts`` and ``Options``."""
+
     name: str = ""
     artifacts: tuple[str, ...] = ()
     Options: type = object
 
+    @abstractmethod
     def inputs(self, data: LoadedData, options) -> torch.Tensor:
-        raise NotImplementedError
+        """(N, C, H, W) float network input of every loaded sample, in ``data``'s order."""
 
     def prepare(self, context: RunContext, options, seed: int):
+        """Work done once per seed and shared by its folds (none by default)."""
         return None
 
+    @abstractmethod
     def train_fold(self, context: RunContext, options, prepared, fold: FoldData, seed: int) -> FoldOutput:
-        raise NotImplementedError
+        """Train on ``fold``'s training samples and predict its test samples."""
 
 
 # ---------------------------------------------------------------- shared pieces

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mepipe.models.metrics import uf1
+
 BALANCE_MODES = ("augment", "sampler", "none")
 
 
@@ -304,6 +306,4 @@ def _has_batch_norm(model: nn.Module) -> bool:
 
 
 def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    from mepipe.models.metrics import uf1
-
     return uf1(y_true, y_pred, int(max(y_true.max(initial=0), y_pred.max(initial=0))) + 1)

@@ -156,7 +156,7 @@ def labelled_protocol(store: str | Path, dataset: str) -> str:
         return PROTOCOLS[COMPOSITE][0]
     root = _open(Path(store))
     if dataset not in datasets_in(root):
-        raise LoadError(f"{store}: no dataset group {dataset!r}; groups present: {', '.join(datasets_in(root)) or 'none'}")
+        raise _no_group(store, dataset, datasets_in(root))
     adapter = str(root[dataset].attrs.get("adapter", dataset))
     if adapter not in PROTOCOLS:
         raise LoadError(f"{store}: group {dataset!r} was built by adapter {adapter!r}, which has no protocol")
@@ -176,7 +176,7 @@ def plan(store: str | Path, dataset: str, artifacts: str | Sequence[str] = (), p
                             f"(groups present: {', '.join(present) or 'none'})")
         group_names = list(COMPOSITE_DATASETS)
     elif dataset not in present:
-        raise LoadError(f"{store}: no dataset group {dataset!r}; groups present: {', '.join(present) or 'none'}")
+        raise _no_group(store, dataset, present)
     else:
         group_names = [dataset]
     groups = {name: root[name] for name in group_names}
@@ -248,6 +248,10 @@ def plan(store: str | Path, dataset: str, artifacts: str | Sequence[str] = (), p
         meta["group"] = np.array([groups_of[i] for i in kept], dtype=object)
     folds = reindex_folds(selection_folds, kept, len(chosen))
     return LoadPlan(store, dataset, protocol, wanted, rows, meta, tuple(classes), folds, missing, excluded, absent)
+
+
+def _no_group(store, dataset: str, present: Sequence[str]) -> LoadError:
+    return LoadError(f"{store}: no dataset group {dataset!r}; groups present: {', '.join(present) or 'none'}")
 
 
 def reindex_folds(folds: Sequence[Fold], kept: Sequence[int], total: int) -> list[Fold]:
