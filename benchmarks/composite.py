@@ -1,14 +1,14 @@
 """Full LOSO runs on a synthetic MEGC2019 composite: the chain from raw frames to UF1/UAR.
 
-    python benchmarks/composite.py prepare          # synth + build the store (once, ~15 min)
+    python benchmarks/composite.py prepare          # synth + build the store (once, ~5 min on 2 cores)
     python benchmarks/composite.py run [--models ststnet,mobilevit,...] [--seeds 0,1,2]
 
 ``prepare`` makes synthetic CASME II, SAMM and SMIC-HS trees that reproduce the composite list's
 clips of six subjects each (the real coding tables in ``../shared/reference`` give their emotions,
 action units and frame numbers), and a synthetic CK+ of 14 subjects for macro-expression transfer.
 Each dataset has its own seed, so no synthetic person appears in two datasets. All four are built
-into one store (``cache/composite/store.zarr``): ``face``, ``flow`` and ``strain`` for the micro
-sets, ``face`` for CK+.
+into one store (``cache/composite/store.zarr``): every artifact the models read for the micro sets
+(face, flow, strain, residual, dynamic, magnified and magnified_flow), ``face`` for CK+.
 
 ``run`` trains each named model with ``mepipe train`` over the composite's LOSO folds and prints
 the run's metrics table; the run directories go to ``cache/composite/runs``.
@@ -36,6 +36,9 @@ SUBJECTS = {
 }
 SEEDS = {"casme2": 0, "samm": 1, "smic": 2, "ckplus": 3}
 CKPLUS_SUBJECTS, CKPLUS_CLIPS = 14, 7
+#: What the models of the papers read: flow and strain (STSTNet), the residual images (CropNet),
+#: the dynamic image and the magnified flow (MSMMT); ``face`` and its clip come with them.
+MICRO_ARTIFACTS = "flow,strain,residual,dynamic,magnified_flow"
 
 
 def composite_rows(dataset: str) -> set[tuple[str, str]]:
@@ -80,7 +83,7 @@ def prepare(args: argparse.Namespace) -> None:
             coding = WORK / f"{dataset}_coding.csv"
             print(f"{dataset}: {write_coding(dataset, coding)} clips of {len(SUBJECTS[dataset])} subjects", flush=True)
             mepipe("synth", "--layout", dataset, "--out", str(root), "--coding", str(coding), "--seed", str(SEEDS[dataset]))
-        mepipe("build", "--dataset", dataset, "--root", str(root), "--store", str(STORE), "--artifacts", "flow,strain")
+        mepipe("build", "--dataset", dataset, "--root", str(root), "--store", str(STORE), "--artifacts", MICRO_ARTIFACTS)
     root = WORK / "ckplus"
     if not (root / "mepipe_ground_truth.npz").is_file():
         mepipe("synth", "--layout", "ckplus", "--out", str(root), "--subjects", str(CKPLUS_SUBJECTS),

@@ -36,16 +36,25 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mepipe.models.cropnet import cropnet  # noqa: E402
+from mepipe.models.cva import cva_net  # noqa: E402
+from mepipe.models.mfvan import mfvan  # noqa: E402
 from mepipe.models.mobilevit import mobilevit_s  # noqa: E402
+from mepipe.models.msmmt import msmmt  # noqa: E402
 from mepipe.models.ststnet import ststnet  # noqa: E402
 
-#: name -> (constructor, input shape (batch 1), paper's parameter count or None, paper's ms per
-#: sample or None).
-REGISTRY: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int | None, float | None]] = {
+#: name -> (constructor, input shape (batch 1) or a tuple of them for a model of several inputs,
+#: paper's parameter count or None, paper's ms per sample or None).
+REGISTRY: dict[str, tuple[Callable[[], nn.Module], tuple, int | None, float | None]] = {
     "MobileViT-S, 1 ch, 3 classes": (lambda: mobilevit_s(num_classes=3, in_chans=1), (1, 1, 256, 256), None, 35.4),
     "MobileViT-S, 3 ch, 1000 classes": (lambda: mobilevit_s(num_classes=1000, in_chans=3), (1, 3, 256, 256),
                                         5_600_000, None),
     "STSTNet": (ststnet, (1, 3, 28, 28), None, None),
+    "CropNet (CGPO, ARS 320 px)": (lambda: cropnet(num_classes=3, in_chans=1), (1, 1, 320, 320), None, None),
+    "CVA + Swin FPF + AU (224 px)": (lambda: cva_net(num_classes=3), ((1, 2, 224, 224), (1, 21)), None, None),
+    "MSMMT small (dynamic + magnified flow, 224 px)": (lambda: msmmt(num_classes=3, size="small"), (1, 4, 224, 224),
+                                                      None, None),
+    "MFVAN (onset + apex, 224 px)": (lambda: mfvan(num_classes=3), (1, 2, 224, 224), None, None),
 }
 
 
@@ -54,19 +63,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_model(model: nn.Module, shape: tuple[int, ...], device: torch.device, runs: int,
+def _shapes(shape: tuple) -> tuple[tuple[int, ...], ...]:
+    return shape if isinstance(shape[0], tuple) else (shape,)
+
+
+def time_model(model: nn.Module, shape: tuple, device: torch.device, runs: int,
                warmup: int) -> list[float]:
-    """Seconds per forward pass of a random input of ``shape``, ``runs`` of them after ``warmup``."""
+    """Seconds per forward pass of random inputs of ``shape`` (one shape, or one per input),
+    ``runs`` of them after ``warmup``."""
     model = model.to(device).eval()
-    x = torch.randn(shape, device=device)
+    inputs = [torch.randn(one, device=device) for one in _shapes(shape)]
     times = []
     with torch.inference_mode():
         for _ in range(warmup):
-            model(x)
+            model(*inputs)
         _sync(device)
         for _ in range(runs):
             start = time.perf_counter()
-            model(x)
+            model(*inputs)
             _sync(device)
             times.append(time.perf_counter() - start)
     return times
@@ -117,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
             times = [t * 1e3 for t in time_model(model, shape, device, args.runs, args.warmup)]
             q1, median, q3 = statistics.quantiles(times, n=4, method="inclusive")
             paper = "" if paper_ms is None else f"{paper_ms:.1f}"
-            print(f"| {name} | {'x'.join(map(str, shape))} | {params:,} | {_millions(paper_params)} | {device.type} "
+            print(f"| {name} | {' + '.join('x'.join(map(str, one)) for one in _shapes(shape))} | {params:,} | {_millions(paper_params)} | {device.type} "
                   f"| {median:.1f} | {q3 - q1:.1f} | {paper} |")
     print("\nPaper: Liu et al. 2022 (Table 1 parameters; Table 4 time, Keras 2.2.4, i9-9980HK laptop).")
 

@@ -153,7 +153,7 @@ def show(sample, artifact, out, store) -> None:
 
 
 @main.command()
-@click.option("--model", required=True, help="ststnet or mobilevit.")
+@click.option("--model", required=True, help="ststnet, mobilevit, cropnet, cva, msmmt or mfvan.")
 @click.option("--dataset", required=True, help="A dataset group of the store, or composite.")
 @click.option("--protocol", default=None, help="5class, 3class, native  [default: the dataset's first]")
 @click.option("--store", type=click.Path(path_type=Path), default=None, help="Zarr store  [default: $MEPIPE_STORE or cache/mepipe.zarr]")

@@ -20,3 +20,13 @@ def demo_set(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo") / "casme2"
     summary = synthesize(SynthOptions(layout="casme2", out=root, workers=2))
     return summary
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory):
+    """A tiny synthetic composite (casme2, samm, smic of ``trees.COMPOSITE_CODING``) with every
+    artifact the models read, at 48 px, built once per session for the models' tests."""
+    from trees import composite_store
+
+    return composite_store(tmp_path_factory.mktemp("models"), ("flow", "strain", "residual", "dynamic", "magnified_flow"),
+                           size=48)

@@ -18,9 +18,11 @@ from sklearn.metrics import f1_score, recall_score
 from mepipe.cli import main
 from mepipe.models.loso import RunError, RunOptions, evaluate_run, train_run
 from mepipe.models.metrics import uar, uf1
-from mepipe.models.recipes import OptionError, STSTNetOptions, _progressive_unfreezing, apply_settings
-from mepipe.models.training import (TrainConfig, balanced_order, fit, random_spatial, resolve_device,
-                                    subject_split)
+from mepipe.models.recipes import OptionError, apply_settings
+from mepipe.models.recipes.mobilevit import _progressive_unfreezing
+from mepipe.models.recipes.ststnet import STSTNetOptions
+from mepipe.models.training import (Inputs, TrainConfig, balanced_order, extract_features, fit, predict_logits,
+                                    random_spatial, resolve_device, subject_split)
 from mepipe.pipeline.load import load
 from trees import composite_store
 
@@ -85,6 +87,67 @@ def test_fit_keeps_the_best_validation_epoch_and_learns_a_separable_problem():
     assert history.best_epoch == int(np.argmax(history.val_uf1))
     predicted = model(x[60:]).argmax(1).numpy()
     assert uf1(y[60:], predicted, 2) == pytest.approx(max(history.val_uf1))  # the best epoch's weights
+
+
+class _ImageAndVector(torch.nn.Module):
+    """Logits from a vector beside the image; the image only through a zero-initialised weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.image = torch.nn.Linear(16, 2)
+        self.vector = torch.nn.Linear(3, 2)
+        torch.nn.init.zeros_(self.image.weight)
+
+    def forward_features(self, images, vectors):
+        return torch.cat([images.flatten(1), vectors], dim=1)
+
+    def forward(self, images, vectors):
+        return self.image(images.flatten(1)) + self.vector(vectors)
+
+
+def test_inputs_index_every_tensor_together_and_refuse_unequal_lengths():
+    images, vectors = torch.arange(5.0).view(5, 1, 1, 1), torch.arange(10.0).view(5, 2)
+    inputs = Inputs(images, vectors)
+    picked = inputs[np.array([4, 1])]
+    assert len(picked) == 2 and picked.images.flatten().tolist() == [4.0, 1.0]
+    assert picked.tensors[1].tolist() == [[8.0, 9.0], [2.0, 3.0]]
+    assert inputs[3][None].tensors[1].shape == (1, 2)  # one sample, batched again (batch-1 timing)
+    assert inputs.map_images(lambda x: x * 2)[2].images.item() == 4.0
+    with pytest.raises(ValueError, match="differ in their number of samples"):
+        Inputs(images, vectors[:4])
+
+
+def test_fit_trains_a_model_of_several_inputs_and_augments_only_the_image():
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 1], 20)  # unbalanced: the augmented copies of class 0 go through random_spatial
+    vectors = torch.from_numpy(rng.normal(size=(60, 3)).astype(np.float32))
+    vectors[:, 0] += torch.from_numpy(np.where(y == 1, 2.0, -2.0).astype(np.float32))
+    images = torch.from_numpy(rng.normal(size=(60, 1, 4, 4)).astype(np.float32))
+    model = _ImageAndVector()
+    config = TrainConfig(epochs=20, batch_size=16, lr=0.05, max_shift=0.25)
+    history = fit(model, Inputs(images, vectors), y, config, seed=0, device=torch.device("cpu"))
+    assert history.train_loss[-1] < history.train_loss[0]
+    assert (predict_logits(model, Inputs(images, vectors), device=torch.device("cpu")).argmax(1).numpy() == y).mean() > 0.9
+    assert extract_features(model, Inputs(images, vectors), device=torch.device("cpu")).shape == (60, 19)
+
+
+def test_a_criterion_replaces_the_loss_and_sees_every_training_batch():
+    rng = np.random.default_rng(2)
+    y = np.repeat([0, 1], 10)
+    x = torch.from_numpy(rng.normal(size=(20, 1, 4, 4)).astype(np.float32))
+    seen = []
+
+    def criterion(model, inputs, targets):
+        logits = model(inputs)
+        seen.append(len(targets))
+        # class 0 whatever the label: the trained model must follow the criterion, not the labels
+        return torch.nn.functional.cross_entropy(logits, torch.zeros_like(targets)), logits
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    fit(model, x, y, TrainConfig(epochs=20, batch_size=8, lr=0.1, balance="none"), seed=0,
+        device=torch.device("cpu"), criterion=criterion)
+    assert seen == [8, 8, 4] * 20
+    assert (model(x).argmax(1) == 0).all()
 
 
 def test_progressive_unfreezing_goes_deepest_first_and_frozen_batch_norms_keep_their_statistics():

@@ -39,7 +39,7 @@ from mepipe import __version__
 from mepipe.models.metrics import Scores, score_by_dataset, summarise
 from mepipe.models.plots import confusion_figure, curves_figure, scores_markdown
 from mepipe.models.recipes import FoldData, OptionError, RunContext, apply_settings, get_recipe, options_dict
-from mepipe.models.training import resolve_device, seed_everything
+from mepipe.models.training import Inputs, resolve_device, seed_everything
 from mepipe.pipeline.load import labelled_protocol, load
 from mepipe.pipeline.store import default_store
 
@@ -208,9 +208,10 @@ def evaluate_run(directory: str | Path) -> RunResult:
     return _report(directory, per_seed, classes, folds, title, config.get("seconds"), config.get("inference_ms_per_sample"))
 
 
-def time_per_sample(predict_one: Callable[[torch.Tensor], int], samples: torch.Tensor, runs: int = 20) -> float:
-    """Median milliseconds of one batch-1 prediction, after two warm-up calls."""
-    samples = samples if len(samples) else samples.new_zeros((1, *samples.shape[1:]))
+def time_per_sample(predict_one: Callable[[torch.Tensor], int], samples: torch.Tensor | Inputs, runs: int = 20) -> float:
+    """Median milliseconds of one batch-1 prediction, after two warm-up calls (NaN without samples)."""
+    if not len(samples):
+        return float("nan")
     for index in range(2):
         predict_one(samples[index % len(samples)])
     times = []

@@ -12,6 +12,11 @@ samples), so a fold's data are indexed, not streamed. What the MER papers do and
 - **No model selection on the test fold.** Training runs a fixed number of epochs, or with
   ``validation`` > 0 stops early on a validation split of whole *training* subjects
   (:func:`subject_split`) and keeps the weights of the best validation epoch.
+- **Several inputs.** A model that takes more than an image (the onset and apex frames and an
+  action-unit vector, say) gets :class:`Inputs`: aligned per-sample tensors, the first of which
+  is the image tensor the augmentation applies to; the model is called ``model(*tensors)``.
+- **Other losses.** ``criterion(model, inputs, targets) -> (loss, logits)`` replaces the
+  cross-entropy for a model trained with auxiliary losses (focal, contrastive, reconstruction).
 - **Seeds.** :func:`seed_everything` seeds Python, NumPy and torch; every random draw of a run
   (initialisation, order, augmentation) follows from the seed.
 """
@@ -32,6 +37,67 @@ from torch import nn
 from mepipe.models.metrics import uf1
 
 BALANCE_MODES = ("augment", "sampler", "none")
+
+
+class Inputs:
+    """A model's several per-sample inputs, indexed together: ``Inputs(images, au_vectors)``.
+
+    Every tensor has the samples on its first axis. The first is the image tensor (N, C, H, W)
+    that :func:`fit` augments (its channels move together, so onset and apex stacked as channels
+    get the same shift and flip); the others (action-unit vectors, a second image scale) are
+    passed beside it unchanged. Indexing (an int, a slice, an index array, ``None``) indexes
+    every tensor, as a tensor would be indexed.
+    """
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        if not tensors:
+            raise ValueError("Inputs needs at least one tensor")
+        if any(len(t) != len(tensors[0]) for t in tensors):
+            raise ValueError(f"Inputs' tensors differ in their number of samples: {[len(t) for t in tensors]}")
+        self.tensors = tuple(tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, index) -> Inputs:
+        picked = object.__new__(Inputs)  # an int index drops the sample axis: lengths no longer agree
+        picked.tensors = tuple(tensor[index] for tensor in self.tensors)
+        return picked
+
+    @property
+    def images(self) -> torch.Tensor:
+        return self.tensors[0]
+
+    def to(self, device) -> Inputs:
+        moved = object.__new__(Inputs)
+        moved.tensors = tuple(tensor.to(device) for tensor in self.tensors)
+        return moved
+
+    def map_images(self, function: Callable[[torch.Tensor], torch.Tensor]) -> Inputs:
+        """The same inputs with ``function`` applied to the image tensor (e.g. a standardiser)."""
+        mapped = object.__new__(Inputs)
+        mapped.tensors = (function(self.tensors[0]), *self.tensors[1:])
+        return mapped
+
+
+def images_of(x: torch.Tensor | Inputs) -> torch.Tensor:
+    return x.images if isinstance(x, Inputs) else x
+
+
+def call_model(model: nn.Module, x: torch.Tensor | Inputs, method: str = "forward") -> torch.Tensor:
+    """``model(x)``, or ``model(*x.tensors)`` for :class:`Inputs` (``method`` e.g. ``forward_features``)."""
+    function = model if method == "forward" else getattr(model, method)
+    return function(*x.tensors) if isinstance(x, Inputs) else function(x)
+
+
+def cross_entropy_criterion(label_smoothing: float = 0.0):
+    """The default ``criterion``: the model's logits and their cross-entropy."""
+    loss_function = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    def criterion(model: nn.Module, inputs, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = call_model(model, inputs)
+        return loss_function(logits, targets), logits
+    return criterion
 
 
 @dataclass(frozen=True)
@@ -195,23 +261,26 @@ def split_decay(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter
 
 def fit(
     model: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | Inputs,
     y: np.ndarray,
     config: TrainConfig,
     *,
     seed: int,
     device: torch.device,
-    x_val: torch.Tensor | None = None,
+    x_val: torch.Tensor | Inputs | None = None,
     y_val: np.ndarray | None = None,
     before_epoch: Callable[[int, nn.Module], bool] | None = None,
     parameters: Callable[[nn.Module], tuple[list, list]] | None = None,
     progress: Callable[[int, History], None] | None = None,
+    criterion: Callable[[nn.Module, object, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> History:
     """Train ``model`` in place on (x, y); with a validation set, keep its best epoch's weights.
 
     before_epoch(epoch, model) may change which parameters train (progressive unfreezing); when
     it returns True the optimizer is made again for the parameters that now require gradients.
     parameters(model) gives (decay, no_decay) lists; by default :func:`split_decay`.
+    criterion(model, inputs, targets) gives (loss, logits) of a training batch; by default the
+    cross-entropy of the logits with ``config.label_smoothing``. Validation always scores logits.
     """
     if len(x) != len(y):
         raise ValueError(f"{len(x)} inputs but {len(y)} labels")
@@ -219,7 +288,7 @@ def fit(
     torch.manual_seed(seed)
     model.to(device)
     labels = torch.as_tensor(np.asarray(y), dtype=torch.int64)
-    loss_function = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    criterion = criterion or cross_entropy_criterion(config.label_smoothing)
     split = parameters or split_decay
     optimizer = make_optimizer(config, *split(model))
     history, best_state, best_score, stale = History(), None, -np.inf, 0
@@ -236,12 +305,12 @@ def fit(
             inputs = x[batch]
             augment = copies[begin:begin + config.batch_size]
             if augment.any():
-                inputs[augment] = random_spatial(inputs[augment], rng, config.max_shift, config.flip_negates)
+                images = images_of(inputs)
+                images[augment] = random_spatial(images[augment], rng, config.max_shift, config.flip_negates)
             inputs, targets = inputs.to(device), labels[batch].to(device)
             if len(batch) == 1 and _has_batch_norm(model):
                 continue  # batch norm cannot train on a batch of one; the sample comes again next epoch
-            logits = model(inputs)
-            loss = loss_function(logits, targets)
+            loss, logits = criterion(model, inputs, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -273,21 +342,22 @@ def fit(
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, x: torch.Tensor, *, device: torch.device, batch_size: int = 64) -> torch.Tensor:
+def predict_logits(model: nn.Module, x: torch.Tensor | Inputs, *, device: torch.device, batch_size: int = 64) -> torch.Tensor:
     """(N, classes) logits on the CPU, the model in eval mode (restored after)."""
     was_training = model.training
     model.eval()
-    out = [model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    out = [call_model(model, x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros((0, 0))
 
 
 @torch.inference_mode()
-def extract_features(model: nn.Module, x: torch.Tensor, *, device: torch.device, batch_size: int = 64) -> np.ndarray:
+def extract_features(model: nn.Module, x: torch.Tensor | Inputs, *, device: torch.device, batch_size: int = 64) -> np.ndarray:
     """(N, F) ``model.forward_features`` in eval mode, as a NumPy array (for an SVM head)."""
     was_training = model.training
     model.eval()
-    out = [model.forward_features(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    out = [call_model(model, x[i:i + batch_size].to(device), "forward_features").float().cpu()
+           for i in range(0, len(x), batch_size)]
     model.train(was_training)
     return torch.cat(out).numpy()
 

@@ -45,7 +45,7 @@ RAGGED_ARTIFACT: dict[str, str] = {artifact.ragged: artifact.name for artifact i
 LOADABLE: tuple[str, ...] = (*ARRAY_ARTIFACT, *RAGGED_ARTIFACT)
 
 COMPOSITE = "composite"
-META_COLUMNS = ("sample_id", "dataset", "subject", "clip", "emotion", "onset", "apex", "offset", "apex_used", "n_frames", "row")
+META_COLUMNS = ("sample_id", "dataset", "subject", "clip", "emotion", "action_units", "onset", "apex", "offset", "apex_used", "n_frames", "row")
 
 
 class LoadError(StoreError):
@@ -86,7 +86,9 @@ class LoadedData:
         the flow-type ones float32 in pixels); ragged ``frames`` / ``magnified`` as a list of n
         (T, S, S) uint8 arrays.
     meta : column -> (n,) array: ``sample_id`` (``group/subject/clip``), ``dataset`` (the store
-        group), ``subject``, ``clip``, ``emotion``, ``onset``, ``apex``, ``offset`` (indices into
+        group), ``subject``, ``clip``, ``emotion``, ``action_units`` (the coded text such as
+        ``4+R10``, read by :func:`mepipe.datasets.action_units.parse_action_units`), ``onset``,
+        ``apex``, ``offset`` (indices into
         the clip), ``apex_used`` (the apex the artifacts were computed with), ``n_frames``, ``row``
         (the row in the group); with a protocol also ``label`` (int64 into ``classes``),
         ``label_name`` and ``group`` (the LOSO group ``dataset/subject``).
@@ -373,7 +375,7 @@ def _reason(group: zarr.Group, flags: dict[str, np.ndarray], index: int, recorde
 
 def _meta_table(rows: list[tuple[str, int]], columns: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     meta: dict[str, np.ndarray] = {}
-    text = ("sample_id", "subject", "clip", "emotion")
+    text = ("sample_id", "subject", "clip", "emotion", "action_units")
     numbers = ("onset", "apex", "offset", "apex_used", "n_frames")
     for column in META_COLUMNS:
         if column == "dataset":

@@ -1,0 +1,155 @@
+"""The recipe interface, and the pieces several recipes share (resizing, standardising, the SVM head)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mepipe.models.training import History, Inputs, TrainConfig, call_model, fit, subject_split
+from mepipe.pipeline.load import LoadedData
+
+
+class OptionError(ValueError):
+    """A ``-s name=value`` setting a recipe does not have, or of the wrong type."""
+
+
+@dataclass
+class RunContext:
+    """What a recipe may know of the run: never the test labels of another fold."""
+
+    store: Path
+    classes: tuple[str, ...]
+    device: torch.device
+    out: Path
+    log: Callable[[str], None]
+
+
+@dataclass
+class FoldData:
+    x_train: torch.Tensor | Inputs
+    y_train: np.ndarray
+    groups_train: np.ndarray
+    x_test: torch.Tensor | Inputs
+
+
+@dataclass
+class FoldOutput:
+    """A fold's predictions (test order), per-class scores, training curves and choices made."""
+
+    predicted: np.ndarray
+    scores: np.ndarray
+    history: dict
+    notes: dict = field(default_factory=dict)
+    predict_one: Callable[[torch.Tensor], int] | None = None
+
+
+class Recipe(ABC):
+    """A paper's training procedure; subclasses set ``name``, ``artifacts`` and ``Options``."""
+
+    name: str = ""
+    artifacts: tuple[str, ...] = ()
+    Options: type = object
+
+    @abstractmethod
+    def inputs(self, data: LoadedData, options) -> torch.Tensor | Inputs:
+        """(N, C, H, W) float network input of every loaded sample, in ``data``'s order (or
+        :class:`~mepipe.models.training.Inputs` for a model of several inputs)."""
+
+    def prepare(self, context: RunContext, options, seed: int):
+        """Work done once per seed and shared by its folds (none by default)."""
+        return None
+
+    @abstractmethod
+    def train_fold(self, context: RunContext, options, prepared, fold: FoldData, seed: int) -> FoldOutput:
+        """Train on ``fold``'s training samples and predict its test samples."""
+
+
+# ---------------------------------------------------------------- shared pieces
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, H, W) to (N, C, size, size), bilinear, antialiased when shrinking."""
+    if tuple(images.shape[-2:]) == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=size < min(images.shape[-2:]))
+
+
+def standardiser(x_train: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Per-channel standardisation fitted on the training samples only (no test statistics leak in)."""
+    mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
+    std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-8)
+    return lambda x: (x - mean) / std
+
+
+def batch_one_predictor(model: nn.Module, device: torch.device, prepare=lambda x: x, head=None):
+    """The class of one sample (a tensor or :class:`Inputs` without the batch axis), for the timing."""
+    def predict_one(x: torch.Tensor | Inputs) -> int:
+        with torch.inference_mode():
+            model.eval()
+            batch = prepare(x[None]).to(device)
+            if head is None:
+                return int(call_model(model, batch).argmax(1)[0])
+            return int(head.predict(call_model(model, batch, "forward_features").float().cpu().numpy())[0])
+    return predict_one
+
+
+# ---------------------------------------------------------------- shared by several recipes
+
+def fit_with_validation(model, x, y, groups, config: TrainConfig, *, seed: int, device, **kwargs) -> History:
+    if config.validation > 0:
+        train, val = subject_split(groups, config.validation, np.random.default_rng([seed, 7]))
+        return fit(model, x[train], y[train], config, seed=seed, device=device, x_val=x[val], y_val=y[val], **kwargs)
+    return fit(model, x, y, config, seed=seed, device=device, **kwargs)
+
+
+def apex_frames(data: LoadedData, size: int) -> torch.Tensor:
+    """(N, 1, size, size) float in 0..1: the ``face`` artifact's apex channel (eyes masked)."""
+    face = np.asarray(data.arrays["face"])
+    apex = torch.from_numpy(face[:, 1:2].astype(np.float32) / 255.0)
+    return resize(apex, size)
+
+
+def fit_svm(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, c_values: Sequence[float]):
+    """An RBF SVM on standardised features; C by leave-subjects-out CV on the training subjects."""
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    pipeline = make_pipeline(StandardScaler(), SVC(kernel="rbf", class_weight="balanced"))
+    subjects = len(set(groups))
+    if len(c_values) > 1 and subjects >= 3:
+        search = GridSearchCV(pipeline, {"svc__C": list(c_values)}, scoring="f1_macro",
+                              cv=GroupKFold(n_splits=min(5, subjects)))
+        search.fit(features, labels, groups=groups)
+        return search.best_estimator_, float(search.best_params_["svc__C"])
+    pipeline.set_params(svc__C=float(c_values[0]))
+    return pipeline.fit(features, labels), float(c_values[0])
+
+
+def full_scores(scores: np.ndarray, present: np.ndarray, n_classes: int) -> np.ndarray:
+    """Scores of the classes a fold's SVM saw, placed in the protocol's class columns (others -inf)."""
+    out = np.full((len(scores), n_classes), -np.inf)
+    out[:, np.asarray(present, dtype=int)] = scores
+    return out
+
+
+def epoch_logger(log: Callable[[str], None], what: str, epochs: int):
+    step = max(1, epochs // 5)
+
+    def report(epoch: int, history: History) -> None:
+        if (epoch + 1) % step == 0 or epoch + 1 == epochs:
+            text = f"{what} epoch {epoch + 1}/{epochs}: loss {history.train_loss[-1]:.3f}, accuracy {history.train_accuracy[-1]:.2f}"
+            if history.val_uf1:
+                text += f", validation UF1 {history.val_uf1[-1]:.2f}"
+            log(text)
+    return report
+
+

@@ -1,0 +1,192 @@
+"""MFVAN's recipe: teacher pre-training on the clips' frames, then the joint loss of equation (9)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mepipe.models.recipes.base import (FoldData, FoldOutput, Recipe, RunContext, batch_one_predictor, epoch_logger,
+                                        fit_with_validation, resize)
+from mepipe.models.training import Inputs, TrainConfig, predict_logits
+from mepipe.pipeline.load import LoadedData
+
+FOCAL_ALPHAS = ("balanced", "none")
+
+
+@dataclass(frozen=True)
+class MFVANOptions:
+    """Pan et al. 2023 ("Multi-scale fusion visual attention network for facial micro-expression
+    recognition", Front. Neurosci. 17:1216181); the model's readings are in :mod:`mepipe.models.mfvan`.
+
+    Input: the ``face`` artifact's onset and apex at ``size`` (224, the store's and ViT's side), in
+    0..1; and ``pretrain_frames`` frames of each aligned clip (``frames``), evenly spaced from the
+    first to the last, for the teacher's self-supervised pre-training.
+
+    Pre-training (section 3.1, eq. (1)): the teacher autoencoder reconstructs the frames of the
+    fold's *training* samples for ``pretrain_epochs`` (Adam, ``pretrain_lr``). The paper feeds "all
+    images from the micro-expression video samples"; we keep the test subject's frames out, so the
+    pre-training is redone in every fold (it uses no labels, but the held-out subject stays unseen).
+
+    Joint training (section 3.3, eq. (9)): L_remove (eq. (2)-(4)) + focal loss of the fused
+    prediction + focal loss of each scale's class token + the mask loss (eq. (11)), all with weight
+    1 as in eq. (9). The focal loss's r is ``focal_gamma`` (2, Lin et al.'s default; the paper gives
+    no value) and its alpha_t is the inverse frequency of class t among the fold's training samples,
+    normalised to mean 1 (``focal_alpha="balanced"``; ``"none"`` for 1), which is how the paper
+    weights its unbalanced classes, so no class is oversampled (``balance="none"``). The paper
+    gives no optimiser, learning rate, batch size or epoch count: Adam at ``lr``, ``batch_size``,
+    ``epochs`` are our choices.
+
+    Ablations (Table 3): ``identity_removal=false`` (the paper's "Global" without "RI"), ``scales``
+    1 or 2 (fewer scales). ``identity_source="student"`` is the literal apex-only reading of the
+    identity image (the student's onset reconstruction); see :mod:`mepipe.models.mfvan`.
+    """
+
+    size: int = 224
+    tokens_per_side: int = 14
+    dim: int = 192
+    depth: int = 4
+    heads: int = 3
+    mlp_ratio: float = 4.0
+    width: int = 32
+    teacher_blocks: int = 4
+    dropout: float = 0.1
+    identity_removal: bool = True
+    identity_source: str = "onset"
+    scales: int = 3
+    theta: float = 1.0
+    focal_gamma: float = 2.0
+    focal_alpha: str = "balanced"
+    pretrain_frames: int = 8
+    pretrain_epochs: int = 10
+    pretrain_lr: float = 1e-3
+    pretrain_batch_size: int = 64
+    epochs: int = 60
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    balance: str = "none"
+    max_shift: float = 0.05
+    validation: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.focal_alpha not in FOCAL_ALPHAS:
+            raise ValueError(f"focal_alpha must be one of {', '.join(FOCAL_ALPHAS)}, got {self.focal_alpha!r}")
+        if self.pretrain_frames < 1:
+            raise ValueError(f"pretrain_frames must be >= 1, got {self.pretrain_frames}")
+        if self.size % (4 * self.tokens_per_side):
+            raise ValueError(f"size {self.size} must be a multiple of 4 x tokens_per_side = {4 * self.tokens_per_side}")
+
+
+class MFVANRecipe(Recipe):
+    name = "mfvan"
+    artifacts = ("face", "frames")
+    Options = MFVANOptions
+
+    def inputs(self, data: LoadedData, options: MFVANOptions) -> Inputs:
+        """Inputs((N, 2, size, size) float onset and apex in 0..1, (N, pretrain_frames, size, size)
+        uint8 clip frames for the teacher's pre-training)."""
+        face = torch.from_numpy(np.asarray(data.arrays["face"])[:, :2].astype(np.float32) / 255.0)
+        clips = data.arrays["frames"]
+        picked = []
+        for sample_id, clip in zip(data.meta["sample_id"], clips):
+            clip = np.asarray(clip)
+            if clip.ndim != 3 or len(clip) == 0:
+                raise ValueError(f"{sample_id}: expected an aligned clip of shape (T, S, S) with T >= 1, "
+                                 f"got {clip.shape}")
+            positions = np.linspace(0, len(clip) - 1, options.pretrain_frames).round().astype(int)
+            frames = torch.from_numpy(clip[positions].astype(np.float32))
+            picked.append(resize(frames[:, None], options.size)[:, 0].round().clamp(0, 255).to(torch.uint8))
+        return Inputs(resize(face, options.size), torch.stack(picked))
+
+    def build(self, options: MFVANOptions, num_classes: int):
+        from mepipe.models.mfvan import mfvan
+
+        return mfvan(num_classes=num_classes, identity_removal=options.identity_removal, scales=options.scales,
+                     theta=options.theta, identity_source=options.identity_source, image_size=options.size,
+                     tokens_per_side=options.tokens_per_side, dim=options.dim, depth=options.depth,
+                     heads=options.heads, mlp_ratio=options.mlp_ratio, width=options.width,
+                     teacher_blocks=options.teacher_blocks, dropout=options.dropout)
+
+    def train_fold(self, context: RunContext, options: MFVANOptions, prepared, fold: FoldData, seed: int) -> FoldOutput:
+        faces, frames = fold.x_train.images, fold.x_train.tensors[1]
+        torch.manual_seed(seed)
+        model = self.build(options, len(context.classes)).to(context.device)
+        start = time.perf_counter()
+        pretrain_loss = pretrain_teacher(model.removal.teacher, frames, options, seed=seed, device=context.device)
+        pretrain_seconds = time.perf_counter() - start
+        if pretrain_loss:
+            context.log(f"  teacher pre-training: {len(frames) * frames.shape[1]} frames, reconstruction MSE "
+                        f"{pretrain_loss[0]:.4f} -> {pretrain_loss[-1]:.4f}, {pretrain_seconds:.0f} s")
+        config = TrainConfig(epochs=options.epochs, batch_size=options.batch_size, lr=options.lr,
+                             weight_decay=options.weight_decay, balance=options.balance,
+                             max_shift=options.max_shift, validation=options.validation)
+        alpha = class_weights(fold.y_train, len(context.classes)) if options.focal_alpha == "balanced" else None
+        terms: dict[str, list[float]] = {}
+        history = fit_with_validation(model, faces, fold.y_train, fold.groups_train, config, seed=seed,
+                                      device=context.device, criterion=mfvan_criterion(alpha, options.focal_gamma, terms),
+                                      progress=epoch_logger(context.log, "  train", options.epochs))
+        logits = predict_logits(model, fold.x_test.images, device=context.device)
+        notes = {"pretrain_loss": pretrain_loss, "pretrain_seconds": round(pretrain_seconds, 1),
+                 "loss_terms_last_epoch": {k: float(np.mean(v[-max(1, len(v) // options.epochs):])) for k, v in terms.items()},
+                 "alpha": None if alpha is None else alpha.tolist()}
+        return FoldOutput(logits.argmax(1).numpy(), logits.numpy(), history.to_dict(), notes,
+                          batch_one_predictor(model, context.device, prepare=lambda batch: batch.images))
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """alpha_t of eq. (10): inverse class frequency among ``labels``, mean 1 over the present classes
+    (an absent class gets 0: it has no sample to weigh)."""
+    counts = np.bincount(np.asarray(labels), minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+    weights *= (counts > 0).sum() / weights.sum()
+    return torch.as_tensor(weights, dtype=torch.float32)
+
+
+def mfvan_criterion(alpha: torch.Tensor | None, gamma: float, terms: dict[str, list[float]] | None = None):
+    """The ``criterion`` of :func:`~mepipe.models.training.fit`: eq. (9) on a batch of (onset, apex)
+    faces (B, 2, H, W); ``terms`` collects each term's value per batch (the run's history)."""
+    from mepipe.models.mfvan import focal_loss, mask_loss, reconstruction_losses
+
+    def criterion(model, faces: torch.Tensor, targets: torch.Tensor):
+        outputs = model.forward_outputs(faces)
+        parts = {f"remove_{name}": value for name, value in reconstruction_losses(model, faces, outputs).items()}
+        parts["class_global"] = focal_loss(outputs["logits"], targets, alpha, gamma)
+        for index, logits in enumerate(outputs["scale_logits"], 1):
+            parts[f"class_scale{index}"] = focal_loss(logits, targets, alpha, gamma)
+        parts["mask"] = mask_loss(outputs["attention"], outputs["kept"])
+        if terms is not None:
+            for name, value in parts.items():
+                terms.setdefault(name, []).append(float(value.detach()))
+        return sum(parts.values()), outputs["logits"]
+    return criterion
+
+
+def pretrain_teacher(teacher: torch.nn.Module, frames: torch.Tensor, options: MFVANOptions, *, seed: int,
+                     device: torch.device) -> list[float]:
+    """Eq. (1): the teacher reconstructs every frame of ``frames`` (N, T, S, S) uint8; the mean
+    squared error per epoch (empty when ``pretrain_epochs`` is 0)."""
+    if options.pretrain_epochs <= 0:
+        return []
+    images = frames.reshape(-1, 1, *frames.shape[-2:])
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(teacher.parameters(), lr=options.pretrain_lr)
+    teacher.train()
+    losses = []
+    for _ in range(options.pretrain_epochs):
+        order = torch.randperm(len(images), generator=generator)
+        total = 0.0
+        for begin in range(0, len(order), options.pretrain_batch_size):
+            batch = images[order[begin:begin + options.pretrain_batch_size]].to(device).float() / 255.0
+            if len(batch) < 2:
+                continue  # batch norm cannot train on a single image
+            loss = F.mse_loss(teacher(batch), batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(batch)
+        losses.append(total / len(images))
+    return losses

@@ -1,0 +1,216 @@
+"""MobileViT's recipe: macro-expression transfer, progressive unfreezing, grid search, SVM head."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mepipe.models.recipes.base import (FoldData, FoldOutput, OptionError, Recipe, RunContext, apex_frames,
+                                        batch_one_predictor, epoch_logger, fit_svm, fit_with_validation, full_scores)
+from mepipe.models.training import TrainConfig, extract_features, fit, predict_logits, subject_split
+from mepipe.pipeline.load import LoadedData, load
+from mepipe.pipeline.store import datasets_in, open_store
+
+MACRO_DATASETS = ("ckplus", "oulu", "jaffe", "mug")
+
+
+@dataclass(frozen=True)
+class MobileViTOptions:
+    """Liu et al. 2022 ("Lightweight ViT Model for Micro-Expression Recognition Enhanced by Transfer Learning").
+
+    Input: the aligned apex frame, grayscale, eyes masked, at ``size`` = 256.
+
+    Transfer (``transfer``): the whole network is trained on the macro-expression groups of the
+    store (``macro``: those present are used) under their 3-class protocol with SGD, momentum 0.9,
+    learning rate 0.01, batch 32 (the paper's first part); the weights of the best epoch on a
+    validation split of ``macro_validation`` of the macro subjects are kept. Its convolutional part
+    (stem and MV2 blocks) then starts the micro-expression network.
+
+    Fine-tuning: Adam at ``lr`` (the paper's 0.007 and batch 64 came from its grid search), L2 on
+    the convolution and linear weights (``weight_decay`` 0.02 is Keras' ``l2(0.01)``: the paper's
+    best decay rate 0.01, whose gradient is 2 x 0.01 w), dropout 0.5. The transferred layers start
+    frozen; after ``frozen_epochs`` one is unfrozen every ``unfreeze_every`` epochs, deepest first.
+
+    Grid search (``grid``): every (batch size, learning rate) of ``grid_batch`` x ``grid_lr`` is
+    trained on the fold's training subjects less a ``grid_validation`` share of them, scored by
+    UF1 on those held-out training subjects after each of ``grid_epochs``; the best triple
+    trains the fold's model on all its training subjects. The test subject is never seen.
+
+    Head (``svm``): an SVM (scikit-learn's ``SVC``, RBF kernel, standardised features) on the
+    640-d pooled features of the training samples, its C chosen from ``svm_c`` by
+    leave-subjects-out cross-validation on the training subjects; without it, the softmax layer.
+    """
+
+    size: int = 256
+    transfer: bool = True
+    macro: tuple[str, ...] = MACRO_DATASETS
+    macro_epochs: int = 100
+    macro_lr: float = 0.01
+    macro_batch_size: int = 32
+    macro_validation: float = 0.2
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.007
+    weight_decay: float = 0.02
+    dropout: float = 0.5
+    frozen_epochs: int = 8
+    unfreeze_every: int = 3
+    balance: str = "augment"
+    max_shift: float = 0.04
+    grid: bool = True
+    grid_batch: tuple[int, ...] = (32, 64)
+    grid_lr: tuple[float, ...] = (0.007, 0.001)
+    grid_epochs: tuple[int, ...] = (10, 20, 30)
+    grid_validation: float = 0.25
+    svm: bool = True
+    svm_c: tuple[float, ...] = (0.1, 1.0, 10.0)
+
+
+@dataclass
+class Pretrained:
+    """The macro-expression stage's result: the convolutional weights and how they were got."""
+
+    state: dict[str, torch.Tensor]
+    history: dict
+    samples: int
+    seconds: float
+
+
+class MobileViTRecipe(Recipe):
+    name = "mobilevit"
+    artifacts = ("face",)
+    Options = MobileViTOptions
+
+    def inputs(self, data: LoadedData, options: MobileViTOptions) -> torch.Tensor:
+        return apex_frames(data, options.size)
+
+    # ---------------------------------------------------------------- transfer
+
+    def prepare(self, context: RunContext, options: MobileViTOptions, seed: int) -> Pretrained | None:
+        if not options.transfer:
+            return None
+        from mepipe.models.mobilevit import mobilevit_s
+
+        x, y, groups, names = self._macro_samples(context.store, options)
+        context.log(f"macro-expression transfer: {len(y)} apex frames of {', '.join(names)} "
+                    f"({', '.join(f'{c} {int((y == i).sum())}' for i, c in enumerate(context.classes))})")
+        model = mobilevit_s(num_classes=len(context.classes), in_chans=1, dropout=options.dropout)
+        config = TrainConfig(epochs=options.macro_epochs, batch_size=options.macro_batch_size, lr=options.macro_lr,
+                             optimizer="sgd", momentum=0.9, weight_decay=options.weight_decay,
+                             balance=options.balance, max_shift=20 / options.size,
+                             validation=options.macro_validation, patience=options.macro_epochs)
+        start = time.perf_counter()
+        history = fit_with_validation(model, x, y, groups, config, seed=seed, device=context.device,
+                                       parameters=_decay_groups,
+                                       progress=epoch_logger(context.log, "macro", options.macro_epochs))
+        context.log(f"macro-expression transfer: best validation UF1 {max(history.val_uf1):.3f} "
+                    f"at epoch {history.best_epoch + 1}, {time.perf_counter() - start:.0f} s")
+        return Pretrained({k: v.detach().cpu().clone() for k, v in model.transfer_state_dict().items()},
+                          history.to_dict(), len(y), time.perf_counter() - start)
+
+    def _macro_samples(self, store: Path, options: MobileViTOptions):
+        frames, labels, groups, names = [], [], [], []
+        present = datasets_in(open_store(store))
+        for name in options.macro:
+            if name not in present:
+                continue
+            data = load(store, name, ["face"], "3class")
+            if not len(data):
+                continue
+            frames.append(apex_frames(data, options.size))
+            labels.append(data.meta["label"])
+            groups.append(data.meta["group"])
+            names.append(name)
+        if not frames:
+            raise OptionError(
+                f"MobileViT's transfer needs a macro-expression group ({', '.join(options.macro)}) with a built "
+                f"face in {store}; build one (mepipe build --dataset ckplus --root ... --artifacts face) "
+                "or train with -s transfer=false")
+        return torch.cat(frames), np.concatenate(labels), np.concatenate(groups), names
+
+    # ---------------------------------------------------------------- one fold
+
+    def train_fold(self, context: RunContext, options: MobileViTOptions, prepared: Pretrained | None,
+                   fold: FoldData, seed: int) -> FoldOutput:
+        notes: dict = {}
+        batch_size, lr, epochs = options.batch_size, options.lr, options.epochs
+        if options.grid:
+            (batch_size, lr, epochs), notes["grid"] = self._grid_search(context, options, prepared, fold, seed)
+            context.log(f"  grid search chose batch {batch_size}, lr {lr}, {epochs} epochs")
+        model, history = self._train(context, options, prepared, fold.x_train, fold.y_train, None, None,
+                                     batch_size, lr, epochs, seed)
+        notes.update(batch_size=batch_size, lr=lr, epochs=epochs)
+        if not options.svm:
+            logits = predict_logits(model, fold.x_test, device=context.device)
+            return FoldOutput(logits.argmax(1).numpy(), logits.numpy(), history.to_dict(), notes,
+                              batch_one_predictor(model, context.device))
+        head, notes["svm_c"] = fit_svm(extract_features(model, fold.x_train, device=context.device),
+                                        fold.y_train, fold.groups_train, options.svm_c)
+        features = extract_features(model, fold.x_test, device=context.device)
+        scores = head.decision_function(features)
+        if scores.ndim == 1:  # two classes in the training fold: one signed distance
+            scores = np.stack([-scores, scores], axis=1)
+        return FoldOutput(head.predict(features), full_scores(scores, head.classes_, len(context.classes)),
+                          history.to_dict(), notes, batch_one_predictor(model, context.device, head=head))
+
+    def _train(self, context, options, prepared, x, y, x_val, y_val, batch_size, lr, epochs, seed):
+        from mepipe.models.mobilevit import mobilevit_s
+
+        torch.manual_seed(seed)
+        model = mobilevit_s(num_classes=len(context.classes), in_chans=1, dropout=options.dropout)
+        schedule = None
+        if prepared is not None:
+            model.load_transfer_state_dict(prepared.state)
+            schedule = _progressive_unfreezing(model, options.frozen_epochs, options.unfreeze_every)
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer="adam",
+                             weight_decay=options.weight_decay, balance=options.balance,
+                             max_shift=options.max_shift, patience=epochs)
+        history = fit(model, x, y, config, seed=seed, device=context.device, x_val=x_val, y_val=y_val,
+                      before_epoch=schedule, parameters=_decay_groups,
+                      progress=None if x_val is not None else epoch_logger(context.log, "  fine-tune", epochs))
+        return model, history
+
+    def _grid_search(self, context, options, prepared, fold: FoldData, seed: int):
+        train, val = subject_split(fold.groups_train, options.grid_validation, np.random.default_rng([seed, 11]))
+        longest = max(options.grid_epochs)
+        table, best = [], None
+        for batch_size in options.grid_batch:
+            for lr in options.grid_lr:
+                _, history = self._train(context, options, prepared, fold.x_train[train], fold.y_train[train],
+                                         fold.x_train[val], fold.y_train[val], batch_size, lr, longest, seed)
+                for epochs in sorted(options.grid_epochs):
+                    score = history.val_uf1[epochs - 1]
+                    table.append({"batch_size": batch_size, "lr": lr, "epochs": epochs, "val_uf1": score})
+                    if best is None or score > best[0] + 1e-9:
+                        best = (score, (batch_size, lr, epochs))
+        return best[1], table
+
+
+def _decay_groups(model) -> tuple[list, list]:
+    return list(model.decay_parameters()), list(model.no_decay_parameters())
+
+
+def _progressive_unfreezing(model, frozen_epochs: int, every: int) -> Callable[[int, nn.Module], bool]:
+    """Freeze the transferred modules, then unfreeze them deepest first: one every ``every`` epochs."""
+    modules = [module for _, module in model.transfer_modules()][::-1]
+    for module in modules:
+        module.requires_grad_(False)
+
+    def before_epoch(epoch: int, _model) -> bool:
+        if epoch < frozen_epochs:
+            return False
+        count = min(len(modules), 1 + (epoch - frozen_epochs) // max(every, 1))
+        changed = False
+        for module in modules[:count]:
+            if not next(module.parameters()).requires_grad:
+                module.requires_grad_(True)
+                changed = True
+        return changed
+
+    return before_epoch
