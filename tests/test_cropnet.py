@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from mepipe.models.cropnet import CroppedGaussianPyramid, cropnet, gaussian_pyramid_down, rexnet
 from mepipe.models.loso import RunOptions, train_run
 from mepipe.models.recipes import OptionError, apply_settings
-from mepipe.models.recipes.cropnet import AdamP, CropNetOptions, CropNetRecipe, paper_augment, rotate
+from mepipe.models.recipes.cropnet import (AdamP, CropNetOptions, CropNetRecipe, micro_batches, paper_augment, rotate,
+                                          train_cropnet)
 from mepipe.pipeline.load import load
 
 PAPER_PARAMS = 7.6e6
@@ -193,6 +194,41 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch():
         optimiser.step()
         losses.append(loss.item())
     assert max(losses[-3:]) < 0.5 * losses[0], losses
+
+
+def test_micro_batches_cover_the_batch_without_single_samples():
+    for size, most in [(32, 8), (17, 8), (33, 8), (9, 8), (3, 2), (2, 8), (5, 2)]:
+        parts = micro_batches(size, most)
+        covered = [index for part in parts for index in range(size)[part]]
+        assert covered == list(range(size)), (size, most)
+        lengths = [part.stop - part.start for part in parts]
+        assert min(lengths) >= 2, (size, most, lengths)
+        assert max(lengths) <= max(most, 3), (size, most, lengths)
+    assert [p.stop - p.start for p in micro_batches(32, 8)] == [8, 8, 8, 8]
+    with pytest.raises(ValueError, match="micro_batch >= 2"):
+        CropNetOptions(micro_batch=1)
+
+
+def test_micro_batches_take_the_same_step_as_the_whole_batch():
+    # Without batch norm the accumulated gradient must equal the whole batch's mean gradient (the
+    # one batch's .grad is left on the parameters), so the optimiser step lands on the same
+    # weights. Tolerance: float32 summation order.
+    def trained(micro_batch):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+        x = torch.rand(12, 1, 8, 8)
+        y = np.array([0, 1, 2] * 4)
+        options = CropNetOptions(epochs=1, batch_size=12, micro_batch=micro_batch, augment=False, balance="none")
+        train_cropnet(model, x, y, options, lambda images: images, seed=0, device=torch.device("cpu"))
+        return (torch.cat([p.detach().flatten() for p in model.parameters()]),
+                torch.cat([p.grad.flatten() for p in model.parameters()]))
+
+    (whole, whole_grad), (split, split_grad) = trained(12), trained(4)
+    torch.testing.assert_close(split_grad, whole_grad, atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(split, whole, atol=1e-6, rtol=1e-5)
+    torch.manual_seed(0)
+    untrained = torch.cat([p.detach().flatten() for p in torch.nn.Linear(64, 3).parameters()])
+    assert (whole - untrained).abs().max() > 1e-4  # the step moved the weights
 
 
 # ---------------------------------------------------------------- the recipe on the tiny store

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mepipe.models.mobilevit import MobileViT, MobileViTBlock, fold_patches, mobilevit_s, unfold_patches
+from mepipe.models.mobilevit import MobileViTBlock, fold_patches, mobilevit_s, unfold_patches
 
 PAPER_PARAMS = 5.6e6
 

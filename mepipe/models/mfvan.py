@@ -62,8 +62,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .layers import EncoderLayer
+
 __all__ = [
-    "ClassAttention",
     "IdentityRemoval",
     "MFVAN",
     "ResidualBlock",
@@ -153,45 +154,6 @@ class IdentityRemoval(nn.Module):
     def map_channels(self) -> tuple[int, int, int]:
         width = self.student.layer1[0].out_channels
         return (1, width, 2 * width)
-
-
-class ClassAttention(nn.Module):
-    """Multi-head self-attention that also returns its weights: tokens (B, N, dim) -> (B, N, dim)
-    and weights (B, heads, N, N) (each row sums to 1)."""
-
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
-        self.heads = heads
-        self.scale = (dim // heads) ** -0.5
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        b, n, d = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        weights = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
-        return self.proj((weights @ v).transpose(1, 2).reshape(b, n, d)), weights
-
-
-class EncoderLayer(nn.Module):
-    """Pre-norm ViT layer (eq. (8)): x + MSA(LN(x)), then x + MLP(LN(x)); (B, N, dim) -> (B, N, dim)
-    and the attention weights (B, heads, N, N)."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = ClassAttention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        attended, weights = self.attn(self.norm1(x))
-        x = x + self.drop(attended)
-        return x + self.drop(self.mlp(self.norm2(x))), weights
 
 
 class ScaleTransformer(nn.Module):

@@ -65,14 +65,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .layers import EncoderLayer
+
 __all__ = [
     "MODALITY_CHANNELS",
     "MSMMT",
     "PATCH",
     "VIT_SIZES",
-    "EncoderLayer",
     "MultiScaleViT",
-    "SelfAttention",
     "msmmt",
     "patch_weights",
     "scale_sides",
@@ -97,53 +97,6 @@ def scale_sides(image_size: int, scales: int) -> list[int]:
     if image_size < PATCH or image_size % PATCH:
         raise ValueError(f"MSMMT image_size must be a positive multiple of the {PATCH}-pixel patch, got {image_size}")
     return [PATCH * max(1, (image_size // 2 ** s) // PATCH) for s in range(scales)]
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention (B, N, D) -> (B, N, D) that also returns its attention (B, H, N, N)
-    (softmax rows, before dropout): the patch weighting reads it."""
-
-    def __init__(self, dim: int, heads: int, attn_dropout: float = 0.0) -> None:
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
-        self.heads = heads
-        self.scale = (dim // heads) ** -0.5
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.attn_dropout = nn.Dropout(attn_dropout)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        b, n, d = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        attention = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
-        y = (self.attn_dropout(attention) @ v).transpose(1, 2).reshape(b, n, d)
-        return self.proj(y), attention
-
-
-class EncoderLayer(nn.Module):
-    """ViT's pre-norm encoder layer: x + MSA(LN(x)), then x + MLP(LN(x)) (MLP D -> 4D GELU -> D).
-    Tokens (B, N, D) -> (tokens (B, N, D), attention (B, H, N, N))."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
-                 attn_dropout: float = 0.0) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = SelfAttention(dim, heads, attn_dropout)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim),
-                                 nn.Dropout(dropout))
-
-    def forward(self, x: Tensor, token_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``token_weights`` (B, N) scale the tokens the attention sees, after the LayerNorm (which
-        would undo a per-token scale given before it)."""
-        normed = self.norm1(x)
-        if token_weights is not None:
-            normed = normed * token_weights.unsqueeze(-1)
-        attended, attention = self.attn(normed)
-        x = x + attended
-        return x + self.mlp(self.norm2(x)), attention
 
 
 def patch_weights(attentions: Sequence[Tensor]) -> Tensor:
@@ -184,7 +137,7 @@ class MultiScaleViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.grid = self.sides[0] // PATCH
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid ** 2, dim))
-        self.layers = nn.ModuleList(EncoderLayer(dim, heads, dropout=dropout) for _ in range(depth))
+        self.layers = nn.ModuleList(EncoderLayer(dim, heads, dropout=dropout, norm_eps=1e-6) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.reset_parameters()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -142,13 +143,21 @@ def full_scores(scores: np.ndarray, present: np.ndarray, n_classes: int) -> np.n
 
 
 def epoch_logger(log: Callable[[str], None], what: str, epochs: int):
+    """A ``progress`` callback for :func:`fit` that logs about five times a run: the epoch's loss,
+    accuracy and validation UF1, the seconds per epoch so far and the time left. Made just before
+    training starts, which is when its clock starts."""
     step = max(1, epochs // 5)
+    started = time.perf_counter()
 
     def report(epoch: int, history: History) -> None:
         if (epoch + 1) % step == 0 or epoch + 1 == epochs:
             text = f"{what} epoch {epoch + 1}/{epochs}: loss {history.train_loss[-1]:.3f}, accuracy {history.train_accuracy[-1]:.2f}"
             if history.val_uf1:
                 text += f", validation UF1 {history.val_uf1[-1]:.2f}"
+            per_epoch = (time.perf_counter() - started) / (epoch + 1)
+            text += f", {per_epoch:.1f} s/epoch"
+            if epoch + 1 < epochs:
+                text += f", ~{per_epoch * (epochs - epoch - 1):.0f} s left"
             log(text)
     return report
 
