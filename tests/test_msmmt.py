@@ -243,9 +243,9 @@ def test_each_ablation_switch_changes_the_network():
     targets = torch.tensor([0, 2])
     plain = MSMMTOptions(size="tiny", image_size=32, alpha=1.0, augment=False)
     loss, logits = msmmt_criterion(plain)(full, x, targets)
-    assert float(loss) == pytest.approx(float(F.cross_entropy(logits, targets)), rel=1e-6)
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, targets).item(), rel=1e-6)
     mixed, _ = msmmt_criterion(MSMMTOptions(size="tiny", image_size=32, augment=False))(full, x, targets)
-    assert float(mixed) != pytest.approx(float(loss), rel=1e-3)
+    assert mixed.item() != pytest.approx(loss.item(), rel=1e-3)
 
 
 def test_loss_decreases_on_a_fixed_batch():
