@@ -260,7 +260,7 @@ def test_loss_decreases_on_a_fixed_batch():
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
 
 
