@@ -70,6 +70,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .layers import init_conv_stack
+
 __all__ = [
     "CroppedGaussianPyramid",
     "CropNet",
@@ -277,20 +279,8 @@ class ReXNet(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """He (fan-out) normal convolutions, as for MobileNetV2-style stacks behind BatchNorm;
-        Xavier uniform fully connected weights; zero biases, unit norms."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-                m.reset_running_stats()
+        """Fresh random weights (:func:`mepipe.models.layers.init_conv_stack`)."""
+        init_conv_stack(self)
 
     def stages(self) -> list[tuple[str, nn.Module]]:
         """stem, the bottlenecks (``block0`` .. ``block15``) and head_conv, in forward order."""

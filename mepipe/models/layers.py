@@ -1,4 +1,5 @@
-"""Transformer blocks shared by the model families that need the attention weights back.
+"""Blocks shared by several model families: a transformer layer that returns its attention, and
+the weight initialisation of the convolutional stacks.
 
 MSMMT's patch weighting (its equations (12)-(14)) and MFVAN's class-token masking both read the
 softmax attention of an encoder layer, which ``torch.nn.TransformerEncoderLayer`` and
@@ -11,7 +12,26 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-__all__ = ["EncoderLayer", "SelfAttention"]
+__all__ = ["EncoderLayer", "SelfAttention", "init_conv_stack"]
+
+
+def init_conv_stack(model: nn.Module) -> None:
+    """Fresh random weights for a MobileNetV2-style network (MobileViT, ReXNet): He (fan-out)
+    normal convolutions, as for stacks behind BatchNorm; Xavier uniform Linear weights; zero
+    biases; unit BatchNorm/LayerNorm scales, and BatchNorm running statistics reset."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+            if isinstance(m, nn.BatchNorm2d):
+                m.reset_running_stats()
 
 
 class SelfAttention(nn.Module):

@@ -59,6 +59,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .layers import init_conv_stack
+
 __all__ = [
     "Attention",
     "ConvNormAct",
@@ -267,22 +269,8 @@ class MobileViT(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Fresh random weights: He (fan-out) normal convolutions, as for MobileNetV2 whose SiLU
-        stacks sit behind BatchNorm; Xavier uniform Linear weights for the transformer and the
-        classifier, whose inputs are LayerNorm-ed or pooled; zero biases, unit norms."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-                if isinstance(m, nn.BatchNorm2d):
-                    m.reset_running_stats()
+        """Fresh random weights (:func:`mepipe.models.layers.init_conv_stack`)."""
+        init_conv_stack(self)
 
     def stages(self) -> list[tuple[str, nn.Module]]:
         """The feature stages in forward order: stem, layer1 .. layer5, head_conv (not the
