@@ -212,3 +212,80 @@ def test_smic_vis_subset(tmp_path):
     assert [(s.clip, s.emotion, s.frame_numbers) for s in reading.samples] == [
         ("s3_po_01", "positive", (9, 10, 11, 12)), ("s3_sur_02", "surprise", (9, 10, 11, 12))]
     assert [p.check for p in reading.problems] == ["emotion"] and "happy" in reading.problems[0].message
+
+
+# --- onset, offset and duplicate rows: fatal when the clip is unusable, else resolved and said so --
+
+
+def _sheet_rows(root):
+    return list(openpyxl.load_workbook(root / "CASME2-coding-20140508.xlsx").active.iter_rows(min_row=2, values_only=True))
+
+
+def _first_clip(root):
+    """(sample_id, first frame, last frame) of the clip on sheet row 2."""
+    sample = read_casme2(root).samples[0]
+    return sample.sample_id, sample.frame_numbers[0], sample.frame_numbers[-1]
+
+
+@pytest.mark.parametrize("onset_shift, offset_shift", [(5, -20), (30, 2)], ids=["offset-before-folder", "onset-after-folder"])
+def test_onset_after_offset_names_the_row_not_the_frames(small_casme2, onset_shift, offset_shift):
+    """The inverted window used to be clamped first and reported as lying outside the frames."""
+    sample_id, first, last = _first_clip(small_casme2)
+    onset, offset = (first + onset_shift, first + offset_shift) if offset_shift < 0 else (last + onset_shift, last + offset_shift)
+    _edit_sheet(small_casme2, 2, "OnsetFrame", onset)
+    _edit_sheet(small_casme2, 2, "OffsetFrame", offset)
+    reading = read_casme2(small_casme2)
+    [problem] = [p for p in reading.problems if p.sample_id == sample_id]
+    assert problem.check == "onset after offset" and problem.fatal
+    assert str(problem) == f"CASME2-coding-20140508.xlsx, row 2: onset {onset} comes after offset {offset}; expected onset <= offset"
+    assert sample_id not in {s.sample_id for s in reading.samples} and len(reading.samples) == 3
+
+
+def test_empty_onset_with_an_offset_before_the_folder_uses_the_whole_folder(small_casme2):
+    sample_id, first, last = _first_clip(small_casme2)
+    _edit_sheet(small_casme2, 2, "OnsetFrame", "")  # value=None would leave the cell as it is
+    _edit_sheet(small_casme2, 2, "OffsetFrame", first - 10)
+    reading = read_casme2(small_casme2)
+    sample = next(s for s in reading.samples if s.sample_id == sample_id)
+    assert (sample.onset, sample.offset) == (0, sample.n_frames - 1)
+    window = next(p for p in reading.problems if p.sample_id == sample_id and p.check == "missing frames")
+    assert not window.fatal and f"onset..offset empty..{first - 10} lies outside the frames" in window.message
+    assert window.message.endswith("the whole folder is used")
+
+
+def test_a_window_inside_a_numbering_gap_is_fatal(small_casme2):
+    sample_id, first, last = _first_clip(small_casme2)
+    folder = small_casme2 / sample_id.split("/", 1)[1]
+    gap = first + 3
+    (folder / f"img{gap}.jpg").unlink()
+    _edit_sheet(small_casme2, 2, "OnsetFrame", gap)
+    _edit_sheet(small_casme2, 2, "OffsetFrame", gap)
+    reading = read_casme2(small_casme2)
+    fatal = [p for p in reading.problems if p.sample_id == sample_id and p.fatal]
+    assert [p.message for p in fatal] == [f"no frame of {sample_id.split('/', 1)[1]} lies in onset..offset {gap}..{gap}"]
+    assert sample_id not in {s.sample_id for s in reading.samples}
+
+
+def test_a_row_repeated_exactly_is_ignored_with_a_warning(small_casme2):
+    path = small_casme2 / "CASME2-coding-20140508.xlsx"
+    workbook = openpyxl.load_workbook(path)
+    workbook.active.append(list(_sheet_rows(small_casme2)[0]))
+    workbook.save(path)
+    reading = read_casme2(small_casme2)
+    [problem] = [p for p in reading.problems if p.check == "duplicate clip"]
+    assert not problem.fatal and problem.where == "CASME2-coding-20140508.xlsx, row 6"
+    assert problem.message.endswith("repeats row 2 exactly; this row is ignored")
+    assert len(reading.samples) == 4
+
+
+def test_rows_that_code_one_clip_differently_leave_it_unusable(small_casme2):
+    path = small_casme2 / "CASME2-coding-20140508.xlsx"
+    first = list(_sheet_rows(small_casme2)[0])
+    first[-1] = "surprise" if first[-1] != "surprise" else "disgust"
+    workbook = openpyxl.load_workbook(path)
+    workbook.active.append(first)
+    workbook.save(path)
+    reading = read_casme2(small_casme2)
+    [problem] = [p for p in reading.problems if p.check == "duplicate clip"]
+    assert problem.fatal and "is also on row 2, with a different Estimated Emotion; neither row is used" in problem.message
+    assert problem.sample_id not in {s.sample_id for s in reading.samples} and len(reading.samples) == 3

@@ -1,4 +1,5 @@
-"""CASME II and SAMM annotation sheets: layout as shipped, and byte-identical rewrites."""
+"""CASME II and SAMM annotation sheets: layout as shipped, byte-identical rewrites, and untrusted
+sheets refused rather than expanded."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 import openpyxl
 import pytest
 
+from mepipe.datasets.annotation_sheets import read_annotation_sheet
 from mepipe.datasets.errors import DatasetError
 from mepipe.synth.sheets import FIXED_TIMESTAMP, SAMM_HEADER_ROW, write_casme2_sheet, write_samm_sheet
 
@@ -123,3 +125,47 @@ def test_bad_subject_is_a_clear_error(tmp_path):
         without_emotion = {key: value for key, value in CASME2_ROWS[0].items() if key != "emotion"}
         write_casme2_sheet(tmp_path / "bad.xlsx", [without_emotion])
     assert not (tmp_path / "bad.xlsx").exists()
+
+
+# --- untrusted sheets -------------------------------------------------------------------------------
+
+# "billion laughs": ten references per level, nine levels, 10**9 copies of "lol" once expanded
+_ENTITIES = "".join(f'<!ENTITY lol{level} "{f"&lol{level - 1};" * 10}">' for level in range(1, 10))
+_BILLION_LAUGHS = f'<!DOCTYPE lolz [<!ENTITY lol0 "lol">{_ENTITIES}]>'
+
+
+def _with_entity_payload(path, member, target, replacement):
+    """Rewrite one XML member of the xlsx zip: the DOCTYPE payload in front, ``target`` -> ``replacement``."""
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    xml = members[member].decode()
+    assert target in xml
+    members[member] = (_BILLION_LAUGHS + xml.replace(target, replacement)).encode()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def test_openpyxl_parses_with_defusedxml():
+    import openpyxl.xml
+
+    assert openpyxl.xml.DEFUSEDXML is True, "defusedxml is a dependency (pyproject.toml); is it installed?"
+
+
+@pytest.mark.parametrize("member, target, replacement", [
+    ("xl/worksheets/sheet1.xml", "<t>EP02_01f</t>", "<t>&lol9;</t>"),
+    ("xl/workbook.xml", 'name="Sheet1"', 'name="&lol9;"'),
+], ids=["worksheet", "workbook"])
+def test_an_entity_expansion_sheet_is_refused_naming_the_file(tmp_path, member, target, replacement):
+    import openpyxl.xml
+
+    assert openpyxl.xml.DEFUSEDXML is True  # never parse the payload without it
+    path = tmp_path / "CASME2-coding-20140508.xlsx"
+    write_casme2_sheet(path, CASME2_ROWS)
+    _with_entity_payload(path, member, target, replacement)
+    with pytest.raises(DatasetError) as raised:
+        read_annotation_sheet(path, {"subject": ("Subject",), "clip": ("Filename",)}, ("subject", "clip"))
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: refused: its XML declares entities (EntitiesForbidden)")
+    assert "lol" not in message

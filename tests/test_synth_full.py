@@ -5,7 +5,9 @@ from collections import Counter
 
 import openpyxl
 import pytest
+from click.testing import CliRunner
 
+from mepipe.cli import main
 from mepipe.datasets.adapters import read_dataset
 from mepipe.datasets.protocols import select
 from mepipe.synth.generate import SynthOptions, synthesize
@@ -61,3 +63,16 @@ def test_adapters_and_composite_on_the_rendered_trees(full_sets):
     assert Counter(s.dataset for s in composite.samples) == {"smic": 164, "casme2": 145, "samm": 133}
     assert composite.counts() == {"negative": 250, "positive": 109, "surprise": 83}
     assert all(len({composite.groups[i] for i in fold.test}) == 1 for fold in composite.folds)
+
+
+def test_verify_passes_the_rendered_casme2_tree_with_its_warnings(full_sets):
+    """The real table's quirks are all resolved by policy: exit 0, its three apex -1 rows listed."""
+    root = full_sets["casme2"].root
+    result = CliRunner().invoke(main, ["verify", "--dataset", "casme2", "--root", str(root)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "warnings" and "errors" not in lines
+    assert sum("apex is -1 (not coded); resolved by policy 'middle'" in line for line in lines) == 3
+    assert lines[-1] == f"casme2 at {root}: 257 samples, 26 subjects; 0 errors, 13 warnings (7 apex, 6 missing frames). Usable."
+    strict = CliRunner().invoke(main, ["verify", "--dataset", "casme2", "--root", str(root), "--strict"])
+    assert strict.exit_code == 1 and strict.output.splitlines()[-1].endswith("NOT CLEAN (--strict: warnings count)")

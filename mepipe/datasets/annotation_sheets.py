@@ -5,6 +5,10 @@ everything but letters and digits, so ``OnsetFrame``, ``Onset Frame`` and ``onse
 column. The header row is searched for (the SAMM sheet opens with a title block and some copies
 put the header on row 13, others on row 14). Blank columns between (the CASME II sheet has some)
 and extra columns are ignored.
+
+Sheets come from wherever a dataset was copied from, so their XML is untrusted. openpyxl parses it
+with defusedxml when that is installed (a dependency of mepipe): a sheet that declares XML entities
+(the "billion laughs" expansion, external entities) is refused with a DatasetError naming it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 from mepipe.datasets.errors import DatasetError
 
@@ -101,15 +106,34 @@ def _clean(value: object) -> object:
 def _read_xlsx(path: Path) -> list[list[object]]:
     import openpyxl
 
+    # read_only parses the worksheet lazily, inside iter_rows: a bad sheet fails there, not on load
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as error:
-        raise DatasetError(f"{path}: cannot read it as an xlsx workbook ({type(error).__name__}: {error})") from None
-    try:
-        sheet = workbook.worksheets[0]
-        return [list(row) for row in sheet.iter_rows(values_only=True)]
-    finally:
-        workbook.close()
+        try:
+            return [list(row) for row in workbook.worksheets[0].iter_rows(values_only=True)]
+        finally:
+            workbook.close()
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, ElementTree.ParseError) as error:
+        refused = _refused_xml(error)
+        if refused is not None:
+            raise DatasetError(
+                f"{path}: refused: its XML declares entities ({type(refused).__name__}), which spreadsheet "
+                f"programs never write and entity-expansion attacks need; re-save it from a spreadsheet program"
+            ) from None
+        # openpyxl's own messages run over several lines; a DatasetError is one
+        raise DatasetError(f"{path}: cannot read it as an xlsx workbook ({type(error).__name__}: {' '.join(str(error).split())})") from None
+
+
+def _refused_xml(error: BaseException) -> BaseException | None:
+    """The error, or the one openpyxl wrapped, by which defusedxml (openpyxl's parser when it is
+    installed) or expat's own guard refused entity declarations; None for any other error."""
+    while error is not None:
+        if any(cls.__name__ == "DefusedXmlException" for cls in type(error).__mro__):
+            return error
+        if isinstance(error, ElementTree.ParseError) and "amplification" in str(error):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _read_csv(path: Path) -> list[list[object]]:

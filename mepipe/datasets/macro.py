@@ -215,7 +215,7 @@ def read_oulu(root: str | Path, modality: str = "VL", illumination: str = "Stron
                     check="missing clip",
                     where=str(subject_folder),
                     message=f"no {', '.join(missing)} folder; every Oulu-CASIA subject has all six "
-                    f"expressions ({', '.join(OULU_EXPRESSIONS)})",
+                    f"expressions ({', '.join(OULU_EXPRESSIONS)}); the subject's other expressions are read",
                     fatal=False,
                 )
             )

@@ -8,8 +8,14 @@ Rules every adapter follows:
 
 - Frame files are ordered by the number in their name, numerically (``img9`` before ``img10``).
 - onset/apex/offset are kept as the sheet wrote them and mapped to indices into the frames. An
-  onset or offset outside the clip's folder is clamped to the folder's first or last frame, and
-  this is recorded as a problem.
+  onset after its offset makes the row unusable (a fatal problem naming the row). An onset or
+  offset outside the clip's folder is clamped to the folder's first or last frame, and when the
+  whole onset..offset window misses the folder the whole folder is used; both are recorded as
+  non-fatal problems that say so.
+- A clip on two rows: a row that repeats an earlier one exactly is ignored (not fatal); rows that
+  differ leave the clip unusable (fatal), since only a person can tell which is right.
+- Problems are fatal when the clip cannot be used, and not fatal when a rule resolved them; the
+  message of a non-fatal one says how (``mepipe verify`` lists them as errors and warnings).
 - **Apex policy.** An apex the sheet does not give (empty, -1, outside onset..offset, or not a
   frame of the folder) is resolved by the apex policy and recorded as resolved (``apex_source``),
   never passed off as given. The policy ``middle`` takes the middle frame of onset..offset, as the
@@ -157,7 +163,7 @@ def _read_sheet_dataset(dataset: str, root: Path, frames_root: Path, sheet_path:
     rows = read_annotation_sheet(sheet_path, _SHEET_COLUMNS, _REQUIRED)
     samples: list[Sample] = []
     problems: list[Problem] = []
-    first_row_of: dict[tuple[str, str], int] = {}
+    first_row_of: dict[tuple[str, str], SheetRow] = {}
     for row in rows:
         try:
             subject, clip = _row_identity(row, layout)
@@ -165,10 +171,18 @@ def _read_sheet_dataset(dataset: str, root: Path, frames_root: Path, sheet_path:
             problems.append(_problem_from_error("sheet", error, row.where(), None))
             continue
         sample_id = f"{dataset}/{subject}/{clip}"
-        if (subject, clip) in first_row_of:
-            problems.append(Problem("duplicate clip", row.where(), f"clip {subject}/{clip} is also on row {first_row_of[(subject, clip)]}", sample_id))
+        first = first_row_of.get((subject, clip))
+        if first is not None:
+            # subject and clip match already, however spelled (1 and sub01)
+            differing = [first.headers[name] for name in first.values if name not in ("subject", "clip") and first.values[name] != row.values.get(name)]
+            if not differing:
+                problems.append(Problem("duplicate clip", row.where(), f"clip {subject}/{clip} repeats row {first.row_number} exactly; this row is ignored", sample_id, fatal=False))
+            else:
+                # which row is right is for a person to decide: neither is used
+                problems.append(Problem("duplicate clip", row.where(), f"clip {subject}/{clip} is also on row {first.row_number}, with a different {', '.join(differing)}; neither row is used", sample_id))
+                samples[:] = [s for s in samples if s.sample_id != sample_id]
             continue
-        first_row_of[(subject, clip)] = row.row_number
+        first_row_of[(subject, clip)] = row
         try:
             sample = _sample_from_row(dataset, root, frames_root, row, subject, clip, frame_regex, apex_policy, problems)
         except DatasetError as error:
@@ -228,12 +242,21 @@ def _sample_from_row(dataset, root, frames_root, row: SheetRow, subject, clip, f
     if action_units.units or action_units.alternatives or action_units.uncertain:
         sources["action_units"] = row.where("action_units")
 
-    if onset_frame is not None and offset_frame is not None and (offset_frame < numbers[0] or onset_frame > numbers[-1]):
+    if onset_frame is not None and offset_frame is not None and onset_frame > offset_frame:
+        # checked before anything is clamped into the folder: clamping would hide the inversion,
+        # or call it a window outside the frames
+        problems.append(Problem("onset after offset", row.where(), f"onset {onset_frame} comes after offset {offset_frame}; expected onset <= offset", sample_id))
+        return None
+    # an empty onset or offset stands for the folder's first or last frame (see _bound_index)
+    window_start = numbers[0] if onset_frame is None else onset_frame
+    window_end = numbers[-1] if offset_frame is None else offset_frame
+    if window_end < numbers[0] or window_start > numbers[-1]:
         # the sheet's window misses the folder entirely (real CASME II has such rows): the folder
         # is the clip as cut, so it stands for onset..offset
+        written = f"{'empty' if onset_frame is None else onset_frame}..{'empty' if offset_frame is None else offset_frame}"
         problems.append(Problem(
             "missing frames", row.where(),
-            f"onset..offset {onset_frame}..{offset_frame} lies outside the frames of {_relative(folder, root)} "
+            f"onset..offset {written} lies outside the frames of {_relative(folder, root)} "
             f"({numbers[0]}..{numbers[-1]}); the whole folder is used", sample_id, fatal=False,
         ))
         onset, offset = 0, len(numbers) - 1
@@ -242,12 +265,16 @@ def _sample_from_row(dataset, root, frames_root, row: SheetRow, subject, clip, f
         onset, sources["onset"] = _bound_index(numbers, onset_frame, "onset", row, folder, root, problems, sample_id, first=True)
         offset, sources["offset"] = _bound_index(numbers, offset_frame, "offset", row, folder, root, problems, sample_id, first=False)
     if onset > offset:
-        problems.append(Problem("onset after offset", row.where(), f"onset {onset_frame} comes after offset {offset_frame}", sample_id))
+        # onset..offset falls in a gap of the numbering: the clip has no frame at all
+        problems.append(Problem(
+            "missing frames", row.where(),
+            f"no frame of {_relative(folder, root)} lies in onset..offset {window_start}..{window_end}", sample_id,
+        ))
         return None
     wanted = set(range(numbers[onset], numbers[offset] + 1))
     missing = sorted(wanted - set(numbers))
     if missing:
-        problems.append(Problem("missing frames", _relative(folder, root), f"frame{'s' if len(missing) > 1 else ''} {_ranges(missing)} of onset..offset {numbers[onset]}..{numbers[offset]} are missing", sample_id, fatal=False))
+        problems.append(Problem("missing frames", _relative(folder, root), f"frame{'s' if len(missing) > 1 else ''} {_ranges(missing)} of onset..offset {numbers[onset]}..{numbers[offset]} are missing; the clip runs on the frames present", sample_id, fatal=False))
 
     if apex_frame is not None and onset_frame is not None and offset_frame is not None and onset_frame <= apex_frame <= offset_frame and apex_frame in numbers:
         apex, apex_source = numbers.index(apex_frame), APEX_FROM_SHEET
@@ -303,10 +330,10 @@ def _list_frames(folder: Path, frame_regex: re.Pattern) -> tuple[list[Path], lis
 def _check_numbering(where: str | Path, numbers: list[int], problems: list[Problem], sample_id: str) -> None:
     gaps = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
     if gaps:
-        problems.append(Problem("numbering", str(where), f"frame numbers are not contiguous: {_ranges(gaps)} missing in {numbers[0]}..{numbers[-1]}", sample_id, fatal=False))
+        problems.append(Problem("numbering", str(where), f"frame numbers are not contiguous: {_ranges(gaps)} missing in {numbers[0]}..{numbers[-1]}; the frames present are used in order", sample_id, fatal=False))
     duplicates = sorted(n for n, count in Counter(numbers).items() if count > 1)
     if duplicates:
-        problems.append(Problem("numbering", str(where), f"frame numbers {_ranges(duplicates)} occur in more than one file", sample_id, fatal=False))
+        problems.append(Problem("numbering", str(where), f"frame numbers {_ranges(duplicates)} occur in more than one file; every such file is used, in file-name order", sample_id, fatal=False))
 
 
 def _ranges(numbers: list[int]) -> str:

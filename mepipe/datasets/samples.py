@@ -78,7 +78,8 @@ class Problem:
     ``where`` names the file (and row, column) or clip folder; ``message`` says what was found and
     what was expected. ``fatal`` problems drop the sample (or the whole dataset when no sample is
     named); the others are recorded and the sample is kept, with the value resolved as its
-    ``sources`` say.
+    ``sources`` say and as the message itself says. ``mepipe verify`` lists the fatal ones as
+    errors and the others as warnings.
     """
 
     check: str
