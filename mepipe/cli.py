@@ -69,29 +69,27 @@ def synth(layout, out, subjects, clips_per_subject, seed, faces, coding, preview
 @click.option("--dataset", required=True, help="casme2, samm, smic, ckplus, oulu, jaffe or mug.")
 @click.option("--root", required=True, type=click.Path(path_type=Path), help="The dataset's root folder.")
 @click.option("--sheet", type=click.Path(path_type=Path), default=None, help="Annotation sheet (default: found in the root).")
-def verify(dataset, root, sheet) -> None:
-    """Check a raw dataset before a long build; list every problem. Exit 0 when clean, 1 if not."""
-    from collections import Counter
-
+@click.option("--strict", is_flag=True, help="Warnings fail too: exit 1 on any problem.")
+@click.option("--decode", is_flag=True, help="Also decode every frame file; each bad one is an error.")
+@click.option("--workers", type=int, default=None, help="Threads for --decode  [default: CPU cores]")
+def verify(dataset, root, sheet, strict, decode, workers) -> None:
+    """Check a raw dataset before a long build; list every error and warning. Exit 1 on an error (or, with --strict, a warning), else 0."""
     from mepipe.datasets.errors import DatasetError
-    from mepipe.datasets.verify import problem_table, verify_dataset
+    from mepipe.datasets.verify import verification_report, verify_dataset
 
     options = {"sheet": sheet} if sheet is not None else {}
     try:
         result = verify_dataset(dataset, root, **options)
     except DatasetError as error:
         raise click.ClickException(str(error)) from None
-    reading = result.reading
-    if result.problems:
-        click.echo(problem_table(result.problems))
-        kinds = ", ".join(f"{count} {check}" for check, count in Counter(p.check for p in result.problems).most_common())
-        dropped = len({p.sample_id for p in result.problems if p.fatal and p.sample_id})
-        click.echo(
-            f"\n{dataset} at {root}: {len(reading.samples)} samples read, {len(result.problems)} problems "
-            f"({kinds}); {dropped} clip{'' if dropped == 1 else 's'} unusable. NOT CLEAN"
-        )
+    if decode:
+        from mepipe.pipeline.frames import scan_samples
+
+        click.echo(f"mepipe verify: decoding every frame of {len(result.reading.samples)} clips", err=True)
+        result.problems.extend(scan_samples(result.reading.samples, workers=workers, progress=_progress_printer()))
+    click.echo(verification_report(result, root, strict))
+    if not result.passes(strict):
         raise SystemExit(1)
-    click.echo(f"{dataset} at {root}: {len(reading.samples)} samples, {len({s.subject for s in reading.samples})} subjects, no problems. Clean.")
 
 
 @main.command()
@@ -104,19 +102,24 @@ def verify(dataset, root, sheet) -> None:
 @click.option("--scheduler", default="processes", show_default=True, help="threads, processes, or a dask.distributed scheduler address (tcp://host:8786).")
 @click.option("--workers", type=int, default=None, help="Local workers  [default: CPU cores]")
 @click.option("--strict", is_flag=True, help="Exit non-zero when any sample failed.")
-def build(dataset, root, store, artifacts, config, params, scheduler, workers, strict) -> None:
+@click.option("--wait", is_flag=True, help="When another build is writing the same dataset group, wait for it to end.")
+@click.option("--retry-failed", is_flag=True, help="Retry every recorded failure (by default only those whose frame files changed).")
+def build(dataset, root, store, artifacts, config, params, scheduler, workers, strict, wait, retry_failed) -> None:
     """Build a dataset's aligned faces and features into the Zarr store (only what is missing or stale)."""
     from mepipe.pipeline.build import BuildError, BuildOptions, build as run_build
     from mepipe.pipeline.report import build_table
 
-    names = tuple(name.strip() for name in artifacts.split(",") if name.strip()) if artifacts else None
+    names = tuple(name.strip() for name in artifacts.split(",") if name.strip()) if artifacts is not None else None
     options = BuildOptions(dataset=dataset, root=root, store=store, artifacts=names, config=config, params=params,
-                           scheduler=scheduler, workers=workers)
+                           scheduler=scheduler, workers=workers, wait=wait, retry_failed=retry_failed)
     click.echo(f"mepipe build: {dataset} -> {store or 'the default store'}", err=True)
     try:
         summary = run_build(options, progress=_build_progress(), notice=lambda text: click.echo(f"  {text}", err=True))
     except BuildError as error:
         raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: what was written is kept; run the same command again to resume", err=True)
+        raise SystemExit(130) from None
     click.echo(build_table(summary))
     if summary.failures and strict:
         raise SystemExit(1)
@@ -124,15 +127,36 @@ def build(dataset, root, store, artifacts, config, params, scheduler, workers, s
 
 @main.command()
 @click.option("--store", type=click.Path(path_type=Path), default=None, help="Zarr store  [default: $MEPIPE_STORE or cache/mepipe.zarr]")
-def info(store) -> None:
+@click.option("--check", is_flag=True, help="Read back every chunk a done flag vouches for; clear the damaged ones (exit 1 if any).")
+@click.option("--wait", is_flag=True, help="With --check: wait for a build that is writing a group to end.")
+def info(store, check, wait) -> None:
     """What a store holds: datasets, samples, artifacts with their parameters, QC failures, size."""
     from mepipe.pipeline.report import store_report
     from mepipe.pipeline.store import StoreError, default_store
 
+    path = store or default_store()
     try:
-        click.echo(store_report(store or default_store()))
+        click.echo(store_report(path))
+        if check:
+            from mepipe.pipeline.check import check_store
+
+            reports = check_store(path, repair=True, wait=wait)
     except StoreError as error:
         raise click.ClickException(str(error)) from None
+    if not check:
+        return
+    click.echo("")
+    damaged = 0
+    for report in reports:
+        damaged += len(report.damaged)
+        tail = f"; removed {report.partial_files} leftover partial writes" if report.partial_files else ""
+        click.echo(f"check [{report.group}]: {report.checked} done (sample, artifact) pairs read back, "
+                   f"{len(report.damaged)} damaged{tail}")
+        for damage in report.damaged:
+            click.echo(f"  {damage.sample_id}  {damage.artifact}: {damage.reason}; flag cleared")
+    if damaged:
+        click.echo(f"{damaged} damaged results cleared: the next `mepipe build` of their groups recomputes exactly those")
+        raise SystemExit(1)
 
 
 @main.command()

@@ -30,3 +30,25 @@ def model_store(tmp_path_factory):
 
     return composite_store(tmp_path_factory.mktemp("models"), ("flow", "strain", "residual", "dynamic", "magnified_flow"),
                            size=48)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """A synthetic CASME II tree: 2 subjects x 3 clips (the build tests copy it before changing it)."""
+    from mepipe.synth.generate import SynthOptions, synthesize
+
+    root = tmp_path_factory.mktemp("tiny") / "casme2"
+    synthesize(SynthOptions(layout="casme2", out=root, subjects=2, clips_per_subject=3, workers=1))
+    return root
+
+
+@pytest.fixture(scope="session")
+def reference_store(tiny, tmp_path_factory) -> Path:
+    """An uninterrupted local build of ``tiny`` at 64 px: what the other builds must equal."""
+    from stores import SMALL
+
+    from mepipe.pipeline.build import BuildOptions, build
+
+    store = tmp_path_factory.mktemp("reference") / "store.zarr"
+    build(BuildOptions("casme2", root=tiny, store=store, scheduler="threads", workers=2, params=SMALL))
+    return store

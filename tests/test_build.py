@@ -22,60 +22,12 @@ from mepipe.pipeline.artifacts import ARTIFACTS
 from mepipe.pipeline.build import BuildError, BuildOptions, build
 from mepipe.synth.generate import SynthOptions, synthesize
 
-SMALL = ("face.size=64",)  # small crops keep every kernel fast; the code path is the same
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """A synthetic CASME II tree: 2 subjects x 3 clips."""
-    root = tmp_path_factory.mktemp("tiny") / "casme2"
-    synthesize(SynthOptions(layout="casme2", out=root, subjects=2, clips_per_subject=3, workers=1))
-    return root
-
-
-@pytest.fixture(scope="module")
-def reference_store(tiny, tmp_path_factory) -> Path:
-    """An uninterrupted local build of ``tiny``: what the other builds must equal."""
-    store = tmp_path_factory.mktemp("reference") / "store.zarr"
-    build(BuildOptions("casme2", root=tiny, store=store, scheduler="threads", workers=2, params=SMALL))
-    return store
+from stores import SMALL, assert_same_store, build_counts as _counts  # the tiny tree and reference store: conftest.py
 
 
 def _build(tiny, store, **options):
     options.setdefault("params", SMALL)
     return build(BuildOptions("casme2", root=tiny, store=store, scheduler="threads", workers=2, **options))
-
-
-def _counts(summary):
-    return {name: (count.computed, count.reused, count.failed) for name, count in summary.counts.items()}
-
-
-def _arrays(group: zarr.Group, prefix: str = "") -> dict[str, np.ndarray]:
-    found = {}
-    for name, array in group.arrays():
-        found[prefix + name] = array[...]
-    for name, child in group.groups():
-        found.update(_arrays(child, f"{prefix}{name}/"))
-    return found
-
-
-def assert_same_store(first: Path, second: Path, group: str = "casme2") -> None:
-    a, b = _arrays(zarr.open_group(str(first / group), mode="r")), _arrays(zarr.open_group(str(second / group), mode="r"))
-    assert sorted(a) == sorted(b)
-    for name in a:
-        assert a[name].dtype == b[name].dtype, name
-        same = np.array_equal(a[name], b[name], equal_nan=a[name].dtype.kind == "f")
-        if not same and a[name].ndim >= 2:
-            rows = [i for i in range(len(a[name])) if not np.array_equal(a[name][i], b[name][i], equal_nan=a[name].dtype.kind == "f")]
-            worst = float(np.nanmax(np.abs(a[name].astype(np.float64) - b[name].astype(np.float64))))
-            raise AssertionError(f"{name} differs in rows {rows}, by up to {worst}")
-        assert same, name
-    attrs_a = dict(zarr.open_group(str(first / group), mode="r").attrs)
-    attrs_b = dict(zarr.open_group(str(second / group), mode="r").attrs)
-    for attrs in (attrs_a, attrs_b):
-        attrs.pop("last_build")
-        attrs.pop("source_root")
-    assert attrs_a == attrs_b
 
 
 def test_build_writes_every_artifact_of_every_sample(tiny, reference_store):

@@ -9,9 +9,12 @@ each into its own sample's chunks; only the driver writes metadata and attribute
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,11 +24,13 @@ from mepipe.datasets.adapters import READERS, read_dataset
 from mepipe.datasets.errors import DatasetError
 from mepipe.datasets.layouts import LAYOUTS
 from mepipe.pipeline.artifacts import ARTIFACTS, DEFAULT_ARTIFACTS, DEPENDS, with_dependencies
+from mepipe.pipeline.lock import GroupLock, LockError
 from mepipe.pipeline.params import ParamError, as_dict, cache_keys, resolve_params
 from mepipe.pipeline.store import (
-    StoreError, clear_sample, default_store, done_flags, failures, open_store, prepare_artifact, prepare_group, size_on_disk,
+    StoreError, StoreWriteError, default_store, done_flags, failures, mark_stale, open_store, prepare_artifact, prepare_group,
+    size_on_disk, stale_artifacts,
 )
-from mepipe.pipeline.tasks import SampleJob, SampleResult, run_sample
+from mepipe.pipeline.tasks import INTERNAL_ERROR, SampleJob, SampleResult, input_fingerprint, run_sample
 
 DATASETS = (*READERS, "demo")
 DEMO_ROOT = Path("cache", "demo", "casme2")
@@ -50,6 +55,10 @@ class BuildOptions:
     scheduler: str = "processes"
     workers: int | None = None
     demo_root: Path = DEMO_ROOT
+    #: wait for another build of the same group to end instead of failing at once
+    wait: bool = False
+    #: retry every recorded failure, not only those whose input files changed
+    retry_failed: bool = False
 
 
 @dataclass
@@ -118,49 +127,85 @@ def build(options: BuildOptions, progress: Progress | None = None, notice: Notic
             f"(`mepipe verify --dataset {adapter} --root {root}` lists them)")
 
     store_path = Path(options.store) if options.store is not None else default_store()
+    _check_apart(root, store_path, group_name)
+    notes = _unknown_emotions(adapter, reading.samples)
     try:
         store = open_store(store_path, mode="a")
+        with GroupLock(store_path, group_name, wait=options.wait, notice=say) as lock:
+            summary = _build_group(options, store, store_path, group_name, adapter, root, reading.samples, chosen, params, keys,
+                                   lock, remote, progress, started, notes)
+    except StoreWriteError as error:
+        raise BuildError(f"{error}; nothing that was not written is marked done: free space (or fix the store) and run the "
+                         "same build again to resume") from None
     except StoreError as error:
         raise BuildError(str(error)) from None
-    samples = reading.samples
+    except OSError as error:  # the driver's own writes: metadata, attributes, array creation
+        where = f" ({error.filename})" if error.filename else ""
+        raise BuildError(f"cannot write the store at {store_path}: {error.strerror or error}{where}; nothing that was not "
+                         "written is marked done: free space (or fix the store) and run the same build again to resume") from None
+    finally:
+        if remote is not None:
+            remote.close()
+    return summary
+
+
+def _build_group(options, store, store_path, group_name, adapter, root, samples, chosen, params, keys, lock, remote, progress,
+                 started, notes) -> BuildSummary:
+    """The part of a build that writes the group; runs while this build holds the group's lock."""
     rows = [_row(group_name, sample, root) for sample in samples]
     fps = LAYOUTS[adapter].fps if adapter in LAYOUTS else OTHER_FPS[adapter]
-    group, changed, rebuilt = prepare_group(store, group_name, adapter=adapter, source_root=root.resolve(), fps=fps, rows=rows)
-    notes = []
-    if rebuilt:
-        notes.append(f"the sample list of {group_name} changed: its group was rebuilt")
-    for index in changed:
-        clear_sample(group, index)
-    if changed:
-        notes.append(f"{len(changed)} samples whose onset, apex, offset or frames changed are recomputed")
+    update = prepare_group(store, group_name, adapter=adapter, source_root=root.resolve(), fps=fps, rows=rows)
+    group = update.group
+    if update.added and update.added < len(samples):
+        notes.append(f"{update.added} samples new to {group_name} are added; the others keep their results")
+    if update.removed:
+        notes.append(f"{len(update.removed)} samples no longer in the dataset: their rows stay with in_dataset false, "
+                     "their results removed")
+    if update.changed:
+        notes.append(f"{len(update.changed)} samples whose onset, apex, offset or frames changed are recomputed")
     size = params["face"].size
     subjects = [sample.subject for sample in samples]
     changed_artifacts = [name for name in chosen
-                         if prepare_artifact(group, ARTIFACTS[name], keys[name], as_dict(params[name]), size, subjects) == "changed"]
+                         if prepare_artifact(group, ARTIFACTS[name], keys[name], as_dict(params[name]), size, subjects,
+                                             {dep: keys[dep] for dep in DEPENDS[name]}) == "changed"]
     if changed_artifacts:
         notes.append(f"new parameters (theirs or upstream): {', '.join(changed_artifacts)} recomputed")
+    # what is computed from a rebuilt artifact is invalid too, whether or not this build asked for it
+    stale = {name: reason for name, reason in stale_artifacts(group).items()
+             if name not in chosen and not group.attrs["artifacts"][name].get("stale")}
+    mark_stale(group, stale)
+    for name, reason in stale.items():
+        notes.append(f"{name} is now stale ({reason}): build it again with --artifacts {name}")
 
     flags = {name: done_flags(group, name) for name in chosen}
     recorded = failures(group)
     counts = {name: ArtifactCount() for name in chosen}
     failed: list[tuple[str, str, str]] = []
     jobs: list[SampleJob] = []
+    retried = 0
     absolute_store = str(store_path.resolve())
-    for index, sample in enumerate(samples):
+    for sample, row, index in zip(samples, rows, update.rows):
         todo = []
+        inputs = None
         for name in chosen:
+            failure = recorded[index].get(name, {})
             if flags[name][index]:
                 counts[name].reused += 1
-            elif recorded[index].get(name, {}).get("key") == keys[name]:
+            elif failure.get("key") == keys[name] and not _retry(failure, options.retry_failed, sample):
                 counts[name].failed += 1
-                failed.append((rows[index]["sample_id"], name, recorded[index][name]["reason"]))
+                failed.append((row["sample_id"], name, failure["reason"]))
             else:
+                retried += bool(failure)
                 todo.append(name)
         if todo:
+            inputs = input_fingerprint(sample.frames)
             jobs.append(SampleJob(
                 absolute_store, group_name, index, f"{sample.subject}/{sample.clip}", tuple(str(p) for p in sample.frames),
                 sample.onset, sample.apex, sample.offset, fps, tuple(todo), {n: params[n] for n in params}, keys,
+                inputs=inputs, lock=str(lock.path.resolve()), token=lock.token,
             ))
+    if retried:
+        notes.append(f"{retried} recorded failures retried (their input files changed, an internal error, or --retry-failed)")
 
     results: list[SampleResult] = []
     workers = 0
@@ -169,23 +214,58 @@ def build(options: BuildOptions, progress: Progress | None = None, notice: Notic
         if remote is not None:
             workers = len(remote.scheduler_info().get("workers", {})) or workers
         results = _run(jobs, options.scheduler, workers, progress, started, remote)
+    sample_ids = {index: row["sample_id"] for row, index in zip(rows, update.rows)}
     for result in results:
         for name in result.computed:
             counts[name].computed += 1
         for name, reason in result.failed.items():
             counts[name].failed += 1
-            failed.append((rows[result.index]["sample_id"], name, reason))
-    if remote is not None:
-        remote.close()
+            failed.append((sample_ids[result.index], name, reason))
     wall = time.perf_counter() - started
-    group.attrs.update({"last_build": {
-        "wall_s": round(wall, 3), "scheduler": options.scheduler if jobs else "none", "workers": workers,
-        "computed": {n: c.computed for n, c in counts.items()}, "failed": {n: c.failed for n, c in counts.items()},
-    }})
+    try:
+        group.attrs.update({"last_build": {
+            "wall_s": round(wall, 3), "scheduler": options.scheduler if jobs else "none", "workers": workers,
+            "computed": {n: c.computed for n, c in counts.items()}, "failed": {n: c.failed for n, c in counts.items()},
+        }})
+    except OSError as error:
+        raise StoreWriteError(f"cannot write the build record of {group_name}: {error.strerror or error} (errno {error.errno})") from None
     return BuildSummary(
         group_name, store_path, len(samples), chosen, counts, wall, size_on_disk(store_path), sorted(failed), results, notes,
         options.scheduler if jobs else "none", workers,
     )
+
+
+def _retry(failure: dict, retry_failed: bool, sample) -> bool:
+    """Whether a failure recorded under the current key is tried again: on request, after an
+    internal error (a fault of the build, not of the sample), or when the clip's files changed."""
+    if retry_failed or str(failure.get("reason", "")).startswith(INTERNAL_ERROR):
+        return True
+    return failure.get("inputs") != input_fingerprint(sample.frames)
+
+
+def _check_apart(root: Path, store_path: Path, group: str) -> None:
+    """The store and the raw dataset must not overlap: a dataset inside the store could be taken
+    for one of its groups, and a store inside the dataset would be read as a clip folder."""
+    dataset, store = root.resolve(), store_path.resolve()
+    if dataset == store or store in dataset.parents:
+        raise BuildError(f"the dataset root {root} lies inside the store {store_path}; keep the raw data outside the store")
+    if dataset in store.parents:
+        raise BuildError(f"the store {store_path} lies inside the dataset root {root}; put the store outside the raw data")
+
+
+def _unknown_emotions(adapter: str, samples) -> list[str]:
+    """A note per emotion that the dataset's default protocol does not know (stored, never labelled)."""
+    from mepipe.datasets.protocols import default_protocol, label_map
+
+    protocol = default_protocol(adapter)
+    labels = label_map(adapter, protocol)
+    unknown: dict[str, int] = {}
+    for sample in samples:
+        if not labels.known(sample.emotion):
+            unknown[sample.emotion] = unknown.get(sample.emotion, 0) + 1
+    return [f"{count} sample{'s' if count > 1 else ''} with emotion {emotion!r}, which {adapter} {protocol} does not know: "
+            f"stored, but no protocol labels {'them' if count > 1 else 'it'} (`mepipe verify` lists them)"
+            for emotion, count in sorted(unknown.items())]
 
 
 def _dataset_root(options: BuildOptions, say: Notice) -> Path:
@@ -209,6 +289,8 @@ def _artifacts(names, adapter: str) -> tuple[str, ...]:
     applicable = DEFAULT_ARTIFACTS[adapter]
     if names is None:
         return applicable
+    if not names:
+        raise BuildError("--artifacts is empty; name artifacts, e.g. --artifacts flow,strain, or leave the option out for all")
     unknown = [name for name in names if name not in ARTIFACTS]
     if unknown:
         raise BuildError(f"unknown artifact {unknown[0]!r}; artifacts: {', '.join(ARTIFACTS)}")
@@ -242,6 +324,7 @@ def _run(jobs: list[SampleJob], scheduler: str, workers: int, progress: Progress
     from distributed import as_completed
 
     client, cluster = (remote, None) if remote is not None else _client(scheduler, workers)
+    futures = []
     try:
         tasks = [dask.delayed(run_sample, pure=False)(job, dask_key_name=f"sample-{job.group}-{job.index}") for job in jobs]
         futures = client.compute(tasks)
@@ -249,26 +332,50 @@ def _run(jobs: list[SampleJob], scheduler: str, workers: int, progress: Progress
         if progress:
             progress(0, len(jobs), time.perf_counter() - started)
         for future in as_completed(futures):
-            results.append(future.result())
+            result = future.result()  # a StoreWriteError raised in the task is raised here
+            if result.superseded:
+                raise StoreError(f"{result.key}: this build lost the lock of its group to another build; stopped")
+            results.append(result)
             if progress:
                 progress(len(results), len(jobs), time.perf_counter() - started)
         return sorted(results, key=lambda result: result.index)
     finally:
+        if futures:
+            client.cancel(futures)
         if cluster is not None:
             client.close()
             cluster.close()
 
 
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Start child processes with SIGINT ignored: an ignored signal stays ignored through exec,
+    where a blocked one does not (multiprocessing's spawn resets the mask). The cost: a Ctrl-C
+    during the seconds the workers start is lost, and the next one stops the build."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _client(scheduler: str, workers: int):
     from distributed import Client, LocalCluster
 
-    # a free port for the scheduler's HTTP endpoints: two builds at once must not fight over 8787
-    quiet = {"dashboard_address": ":0", "silence_logs": logging.ERROR}
+    # a free port for the scheduler's HTTP endpoints (two builds at once must not fight over
+    # 8787), on loopback like the scheduler itself: a local build serves nothing to the network
+    quiet = {"dashboard_address": "127.0.0.1:0", "silence_logs": logging.ERROR}
     if scheduler == "threads":
         cluster = LocalCluster(n_workers=1, threads_per_worker=workers, processes=False, **quiet)
         return Client(cluster), cluster
     if scheduler == "processes":
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, **quiet)
+        # Ctrl-C reaches the whole terminal process group; the driver alone handles it (one line,
+        # exit 130) and stops the workers, which therefore start with SIGINT ignored
+        with _sigint_ignored():
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", **quiet)
         return Client(cluster), cluster
     try:
         return Client(scheduler, timeout="10s"), None

@@ -15,7 +15,10 @@ in place, never copied). A group whose adapter differs from its name (``demo`` i
 ``casme2`` adapter) takes the protocols of its adapter.
 
 Only samples whose completion flags are set for every requested artifact are returned; the others
-are listed in :attr:`LoadedData.missing` with the reason (the QC failure, or ``not built``).
+are listed in :attr:`LoadedData.missing` with the reason (the QC failure, or ``not built``). An
+artifact whose chain of cache keys is not current (it was computed from an input since rebuilt
+with other parameters) is refused with a :class:`LoadError` naming the input and the build to
+run; rows of samples the dataset no longer holds (``in_dataset`` false) are never returned.
 
 :func:`plan` does the same selection without reading any artifact data; the torch dataset of
 :mod:`mepipe.models.data` reads items lazily from it.
@@ -35,7 +38,9 @@ from mepipe.datasets.errors import DatasetError
 from mepipe.datasets.protocols import COMPOSITE_DATASETS, PROTOCOLS, Fold, select
 from mepipe.datasets.samples import DatasetReading, Sample
 from mepipe.pipeline.artifacts import ARTIFACTS, with_dependencies
-from mepipe.pipeline.store import StoreError, datasets_in, failures, open_store, read_clip
+from mepipe.pipeline.store import (
+    INPUT_FIELDS, META_INT, META_TEXT, StoreError, datasets_in, done_flags, failures, in_dataset, open_store, read_clip, stale_artifacts,
+)
 
 #: Fixed-size arrays (N, C, S, S) -> the artifact that writes them.
 ARRAY_ARTIFACT: dict[str, str] = {spec.name: artifact.name for artifact in ARTIFACTS.values() for spec in artifact.arrays}
@@ -188,6 +193,7 @@ def plan(store: str | Path, dataset: str, artifacts: str | Sequence[str] = (), p
         if wrong:
             raise LoadError(f"{store}: composite needs groups built by their own adapter; {', '.join(wrong)}")
     for name, group in groups.items():
+        _check_group(store, name, group)
         _check_artifacts(store, name, group, wanted)
     protocol_dataset = COMPOSITE if dataset == COMPOSITE else adapters[dataset]
     if protocol is not None:
@@ -199,13 +205,16 @@ def plan(store: str | Path, dataset: str, artifacts: str | Sequence[str] = (), p
     # the stored metadata of every group, and a Sample record per row
     columns: dict[str, dict[str, np.ndarray]] = {}
     samples: dict[str, list[Sample]] = {}
+    sample_rows: dict[str, np.ndarray] = {}
     for name, group in groups.items():
         columns[name] = _read_meta(group)
-        samples[name] = _samples(columns[name], adapters[name])
+        sample_rows[name] = np.flatnonzero(in_dataset(group))
+        samples[name] = _samples(columns[name], adapters[name], sample_rows[name])
 
-    origin = {id(sample): (name, index) for name, group_samples in samples.items() for index, sample in enumerate(group_samples)}
+    origin = {id(sample): (name, int(row)) for name, group_samples in samples.items()
+              for row, sample in zip(sample_rows[name], group_samples)}
     if protocol is None:
-        chosen = [(name, index) for name in group_names for index in range(len(samples[name]))]
+        chosen = [(name, int(row)) for name in group_names for row in sample_rows[name]]
         labels = groups_of = None
         classes: tuple[str, ...] = ()
         selection_folds: list[Fold] = []
@@ -228,7 +237,7 @@ def plan(store: str | Path, dataset: str, artifacts: str | Sequence[str] = (), p
     # keep the samples whose artifacts are all done
     needed = with_dependencies(ARRAY_ARTIFACT.get(name) or RAGGED_ARTIFACT[name] for name in wanted)
     flags = {name: _done(group, needed) for name, group in groups.items()}
-    done = {name: np.logical_and.reduce([np.ones(len(samples[name]), bool), *flags[name].values()]) for name in groups}
+    done = {name: np.logical_and.reduce([np.ones(len(columns[name]["sample_id"]), bool), *flags[name].values()]) for name in groups}
     kept: list[int] = []
     missing: list[tuple[str, str]] = []
     failure_records: dict[str, list[dict]] = {}
@@ -300,8 +309,26 @@ def _built(group: zarr.Group) -> list[str]:
     return names
 
 
+def _check_group(store: Path, name: str, group: zarr.Group) -> None:
+    """A group missing one of the arrays every build writes was damaged (or is being made)."""
+    needed = (*META_TEXT, *META_INT, "apex_used", "done", "qc")
+    absent = [field for field in needed if field not in group]
+    if absent:
+        raise LoadError(f"group {name} of {store} is incomplete (no {', '.join(absent[:3])}{', ...' if len(absent) > 3 else ''}); "
+                        f"build it again: mepipe build --dataset {name} --root {group.attrs.get('source_root', 'ROOT')} --store {store}")
+    if not set(INPUT_FIELDS) <= set(group.array_keys()):
+        raise LoadError(f"group {name} of {store} has no input fields; it was not made by this mepipe")
+
+
+def _build_hint(store: Path, name: str, group: zarr.Group, artifact: str) -> str:
+    root = group.attrs.get("source_root", "ROOT")
+    dataset = "demo" if name == "demo" else str(group.attrs.get("adapter", name))
+    return f"mepipe build --dataset {dataset} --root {root} --store {store} --artifacts {artifact}"
+
+
 def _check_artifacts(store: Path, name: str, group: zarr.Group, wanted: tuple[str, ...]) -> None:
     built = _built(group)
+    stale = stale_artifacts(group)
     for artifact in wanted:
         if artifact not in LOADABLE:
             raise LoadError(f"unknown artifact {artifact!r}; {name} in {store} has: {', '.join(built) or 'none'} "
@@ -309,7 +336,12 @@ def _check_artifacts(store: Path, name: str, group: zarr.Group, wanted: tuple[st
         if artifact not in built:
             producer = ARRAY_ARTIFACT.get(artifact) or RAGGED_ARTIFACT[artifact]
             raise LoadError(f"artifact {artifact!r} is not built in group {name} of {store} (built: {', '.join(built) or 'none'}); "
-                            f"run `mepipe build --dataset {name} --artifacts {producer}`")
+                            f"run `{_build_hint(store, name, group, producer)}`")
+        producer = ARRAY_ARTIFACT.get(artifact) or RAGGED_ARTIFACT[artifact]
+        chain = [link for link in with_dependencies([producer]) if link in stale]
+        if chain:
+            raise LoadError(f"artifact {artifact!r} of group {name} in {store} is stale: {chain[-1]} was {stale[chain[-1]]}; "
+                            f"rebuild it: `{_build_hint(store, name, group, chain[-1])}`")
 
 
 def _read_meta(group: zarr.Group) -> dict[str, np.ndarray]:
@@ -321,12 +353,12 @@ def _read_meta(group: zarr.Group) -> dict[str, np.ndarray]:
     return out
 
 
-def _samples(columns: dict[str, np.ndarray], adapter: str) -> list[Sample]:
+def _samples(columns: dict[str, np.ndarray], adapter: str, rows: np.ndarray) -> list[Sample]:
     def frame(value) -> int | None:
         return None if value == -1 else int(value)
 
     samples = []
-    for index in range(len(columns["sample_id"])):
+    for index in rows:
         samples.append(Sample(
             dataset=adapter, subject=str(columns["subject"][index]), clip=str(columns["clip"][index]), frames=(), frame_numbers=(),
             onset=int(columns["onset"][index]), apex=int(columns["apex"][index]), offset=int(columns["offset"][index]),
@@ -355,9 +387,7 @@ def _store_id(name: str, index: int, columns: dict[str, dict[str, np.ndarray]]) 
 
 def _done(group: zarr.Group, needed: tuple[str, ...]) -> dict[str, np.ndarray]:
     """(N,) completion flags of each artifact in ``needed`` (all False where none are stored)."""
-    n = group["sample_id"].shape[0]
-    return {artifact: group["done"][artifact][:].astype(bool) if f"done/{artifact}" in group else np.zeros(n, bool)
-            for artifact in needed}
+    return {artifact: done_flags(group, artifact) for artifact in needed}
 
 
 def _reason(group: zarr.Group, flags: dict[str, np.ndarray], index: int, recorded: dict) -> str:

@@ -192,19 +192,20 @@ def cache_keys(params: Mapping[str, object], depends: Mapping[str, tuple[str, ..
 
     def key(name: str) -> str:
         if name not in keys:
-            record = {
-                "artifact": name,
-                "version": CODE_VERSIONS[name],
-                "params": dataclasses.asdict(params[name]),
-                "upstream": {dep: key(dep) for dep in depends[name]},
-            }
-            blob = json.dumps(record, sort_keys=True).encode()
-            keys[name] = hashlib.sha256(blob).hexdigest()[:16]
+            keys[name] = artifact_key(name, dataclasses.asdict(params[name]), {dep: key(dep) for dep in depends[name]})
         return keys[name]
 
     for name in params:
         key(name)
     return keys
+
+
+def artifact_key(name: str, params: Mapping[str, object], upstream: Mapping[str, str]) -> str:
+    """The cache key of artifact ``name`` computed with ``params`` (a dict) from inputs whose keys
+    are ``upstream``: 16 hex digits of a SHA-256 over them and the artifact's code version. The
+    store recomputes it from its records to tell a stale artifact (``store.stale_artifacts``)."""
+    record = {"artifact": name, "version": CODE_VERSIONS[name], "params": dict(params), "upstream": dict(upstream)}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def as_dict(params: object) -> dict:

@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from mepipe.pipeline.params import PARAM_TYPES
-from mepipe.pipeline.store import datasets_in, done_flags, failures, open_store, size_on_disk
+from mepipe.pipeline.store import datasets_in, done_flags, failures, in_dataset, open_store, size_on_disk, stale_artifacts
 
 MAX_LISTED = 10
 
@@ -51,19 +51,27 @@ def store_report(path: str | Path) -> str:
              f"{_size(size_on_disk(path))}, {len(names)} dataset{'s' if len(names) != 1 else ''}"]
     for name in names:
         group = root[name]
-        n = group["sample_id"].shape[0]
-        subjects = len(set(str(s) for s in group["subject"][:]))
+        current = in_dataset(group)
+        n = int(current.sum())
+        subjects = len(set(str(s) for s, keep in zip(group["subject"][:], current) if keep))
+        gone = len(current) - n
         lines += ["", f"[{name}] {n} samples, {subjects} subjects; adapter {group.attrs.get('adapter')}, "
                       f"from {group.attrs.get('source_root')}; {_size(size_on_disk(path / name))}"]
-        emotions = Counter(str(e) for e in group["emotion"][:])
+        if gone:
+            lines.append(f"  {gone} earlier samples are no longer in the dataset (rows kept with in_dataset false, results removed)")
+        emotions = Counter(str(e) for e, keep in zip(group["emotion"][:], current) if keep)
         lines.append("  emotions: " + ", ".join(f"{e} {c}" for e, c in emotions.most_common()))
         records = group.attrs.get("artifacts", {})
-        recorded_failures = failures(group)
+        stale = stale_artifacts(group)
+        recorded_failures = [f if keep else {} for f, keep in zip(failures(group), current)]
         lines.append(f"  {'artifact':<16}{'done':>6}{'failed':>8}  {'key':<18}parameters (differing from the defaults)")
         for artifact, record in records.items():
             done = int(done_flags(group, artifact).sum())
-            failed = sum(1 for f in recorded_failures if artifact in f)
-            lines.append(f"  {artifact:<16}{done:>6}{failed:>8}  {record['key']:<18}{_params_text(artifact, record['params'], record.get('size'))}")
+            failed = sum(1 for f in recorded_failures if f.get(artifact, {}).get("key") == record["key"])
+            text = _params_text(artifact, record["params"], record.get("size"), records)
+            lines.append(f"  {artifact:<16}{done:>6}{failed:>8}  {record['key']:<18}{text}")
+            if artifact in stale:
+                lines.append(f"  {'':<16}STALE: {stale[artifact]}; rebuild with --artifacts {artifact}")
         failed_samples = [(str(group["sample_id"][i]), f) for i, f in enumerate(recorded_failures) if f]
         if failed_samples:
             lines.append(f"  QC: {len(failed_samples)} samples with failures")
@@ -82,11 +90,19 @@ def store_report(path: str | Path) -> str:
     return "\n".join(lines)
 
 
-def _params_text(artifact: str, params: dict, size) -> str:
+def _params_text(artifact: str, params: dict, size, records: dict | None = None) -> str:
+    text = _changed(artifact, params)
+    if artifact == "magnified_flow":
+        # it has no parameters of its own: it runs TV-L1 with flow's, which are what to show
+        flow = (records or {}).get("flow", {}).get("params")
+        return f"flow's: {_changed('flow', flow)}" if flow is not None else text
+    return f"S={size}; {text}" if artifact == "face" else text
+
+
+def _changed(artifact: str, params: dict) -> str:
     defaults = dataclasses.asdict(PARAM_TYPES[artifact]()) if artifact in PARAM_TYPES else {}
     changed = [f"{k}={v}" for k, v in params.items() if defaults.get(k) != v]
-    text = ", ".join(changed) if changed else "defaults"
-    return f"S={size}; {text}" if artifact == "face" else text
+    return ", ".join(changed) if changed else "defaults"
 
 
 def _first_per_sample(failed):

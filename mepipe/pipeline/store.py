@@ -7,6 +7,8 @@ Layout (``docs/store.md`` has the full description)::
                                    source root, fps, artifacts (parameters, cache key), last build
         sample_id, subject, ...    (N,) metadata, dimension ``sample``; ``aus`` (N, n_au)
         apex_used                  (N,) the apex index the artifacts were computed with
+        in_dataset                 (N,) bool: False for a sample an earlier build had that the dataset
+                                   no longer holds (its row stays, its results are removed)
         face, flow, strain, ...    (N, C, S, S), one chunk per sample, dimensions (sample, channel, y, x)
         done/<artifact>            (N,) bool, set only after that sample's data is written
         clips/<kind>/<subject>/<clip>   ragged (T, S, S) uint8 clips: ``frames``, ``magnified``
@@ -14,14 +16,19 @@ Layout (``docs/store.md`` has the full description)::
 
 Only the build's driver writes metadata and attributes; a sample's task writes only that sample's
 chunks (one chunk per sample everywhere it writes, no shards), so concurrent tasks never share a
-file.
+file. Rows are keyed by sample id: a sample keeps its row for the life of the group, new samples
+are appended, and nothing is ever addressed by a position that another build could reuse.
+
+The store guards itself: a folder is a mepipe store only when its root ``zarr.json`` carries the
+``mepipe_schema`` attribute, and a group is mepipe's only when it carries ``mepipe_group``.
+mepipe writes into a folder only when it is new, empty or such a store, and it removes only nodes
+whose every file is one Zarr wrote (:func:`remove_node`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +40,8 @@ from mepipe.pipeline.artifacts import ARTIFACTS, Artifact
 
 SCHEMA = 1
 DEFAULT_STORE = Path("cache", "mepipe.zarr")
+#: The store's own bookkeeping (build locks), a Zarr group so that Zarr and xarray see no foreign entry.
+BOOKKEEPING = ".mepipe"
 
 META_TEXT = ("sample_id", "subject", "clip", "emotion", "action_units", "apex_source", "source")
 META_INT = ("onset", "apex", "offset", "n_frames", "onset_frame", "apex_frame", "offset_frame")
@@ -41,31 +50,64 @@ INPUT_FIELDS = ("onset", "apex", "offset", "n_frames", "source")
 
 QC_FLOAT = ("detector_score", "inter_ocular_px", "roll_degrees", "head_motion_px", "residual_motion_px", "eye_aspect_ratio")
 QC_TEXT = ("status", "fallback", "failures")
+#: What Zarr itself writes inside a node: metadata, chunk files under ``c/``, and the temporary
+#: ``*.partial`` files of its atomic writes (left behind when a writer is killed).
+ZARR_METADATA = "zarr.json"
 
 
 class StoreError(Exception):
     """The store cannot be used as asked; the message names the path and what was expected."""
 
 
+class StoreWriteError(StoreError):
+    """Writing to the store failed (disk full, permissions, a vanished folder): the build stops."""
+
+
+class Superseded(Exception):
+    """This task's build no longer holds the group's lock: another build took it over."""
+
+
 def default_store() -> Path:
     return Path(os.environ.get("MEPIPE_STORE", DEFAULT_STORE))
 
 
+def is_mepipe_store(path: str | Path) -> bool:
+    """True when ``path`` holds a Zarr group whose attributes carry ``mepipe_schema``."""
+    metadata = Path(path) / ZARR_METADATA
+    try:
+        document = json.loads(metadata.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and "mepipe_schema" in document.get("attributes", {})
+
+
 def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
-    """The store's root group. ``mode="r"`` needs an existing mepipe store; ``"a"`` creates one."""
+    """The store's root group. ``mode="r"`` needs an existing mepipe store; ``"a"`` creates one.
+
+    ``"a"`` creates a store only in a folder that does not exist or is empty; a non-empty folder
+    that is not a mepipe store is refused, so that no build ever writes into a user's folder.
+    """
     path = Path(path)
     if mode == "r":
-        if not (path / "zarr.json").is_file():
+        if not (path / ZARR_METADATA).is_file():
             raise StoreError(f"no mepipe store at {path} (build one with `mepipe build`)")
-        root = zarr.open_group(str(path), mode="r")
-        if "mepipe_schema" not in root.attrs:
+        if not is_mepipe_store(path):
             raise StoreError(f"{path} is a Zarr store but not a mepipe store (no mepipe_schema attribute)")
-        return root
+        return zarr.open_group(str(path), mode="r")
     _check_writable(path)
+    if not is_mepipe_store(path):
+        entries = sorted(os.listdir(path))
+        if entries:
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise StoreError(f"{path} is not a mepipe store and is not empty ({len(entries)} entries: {shown}); "
+                             "mepipe makes a store only in a new or empty folder: choose another --store")
     root = zarr.open_group(str(path), mode="a")
     if root.attrs.get("mepipe_schema") not in (None, SCHEMA):
         raise StoreError(f"{path}: store schema {root.attrs['mepipe_schema']} is not this mepipe's ({SCHEMA}); use a new --store")
-    root.attrs.update({"mepipe_schema": SCHEMA, "mepipe_version": __version__})
+    if root.attrs.get("mepipe_schema") != SCHEMA or root.attrs.get("mepipe_version") != __version__:
+        root.attrs.update({"mepipe_schema": SCHEMA, "mepipe_version": __version__})
+    if BOOKKEEPING not in root:
+        root.create_group(BOOKKEEPING, attributes={"mepipe": "build locks"})
     return root
 
 
@@ -85,74 +127,182 @@ def _check_writable(path: Path) -> None:
         raise StoreError(f"cannot create the store at {path}: {error.strerror or error}") from None
 
 
+def store_path_of(group: zarr.Group) -> Path:
+    """The folder of ``group`` on disk (the store is a local or shared-filesystem folder)."""
+    return Path(str(group.store.root), group.path)
+
+
+def is_mepipe_group(group: zarr.Group) -> bool:
+    """A group mepipe made: the ``mepipe_group`` marker, or (stores of mepipe 0.1 before it) an
+    ``adapter`` attribute beside a ``sample_id`` array."""
+    return "mepipe_group" in group.attrs or ("adapter" in group.attrs and "sample_id" in group)
+
+
 # ---------------------------------------------------------------- driver side: preparing a group
 
-def prepare_group(root: zarr.Group, name: str, *, adapter: str, source_root: Path, fps: float, rows: Sequence[dict]) -> tuple[zarr.Group, list[int], bool]:
-    """Create or update the group of a dataset; returns (group, samples whose inputs changed, rebuilt).
+def prepare_group(root: zarr.Group, name: str, *, adapter: str, source_root: Path, fps: float, rows: Sequence[dict]) -> GroupUpdate:
+    """Create or update the group of a dataset so that it holds a row for every sample of ``rows``.
 
     ``rows`` holds one dict per sample with the :data:`META_TEXT` and :data:`META_INT` fields and
-    ``aus`` (tuple of AU numbers). A group whose sample list differs is rebuilt from nothing (the
-    per-sample chunks are addressed by position); a sample whose inputs (onset, apex, offset,
-    frame count or folder) changed has its completion flags cleared.
+    ``aus`` (tuple of AU numbers). Rows are keyed by ``sample_id``: a sample already stored keeps
+    its row and its results; a new sample gets a row appended at the end; a stored sample that
+    ``rows`` no longer holds keeps its row with ``in_dataset`` False and its results removed. A
+    sample whose inputs (onset, apex, offset, frame count or folder) changed has its results
+    cleared. Nothing outside the group's own nodes is touched.
     """
-    ids = [row["sample_id"] for row in rows]
-    changed: list[int] = []
-    rebuilt = False
-    if name in root and _sample_ids(root[name]) == ids:
+    folder = Path(str(root.store.root), name)
+    if name in root:
         group = root[name]
-        stored = {field: group[field][:] for field in INPUT_FIELDS}
-        for index, row in enumerate(rows):
-            if any(str(stored[field][index]) != str(row[field]) for field in INPUT_FIELDS):
-                changed.append(index)
+        if not isinstance(group, zarr.Group) or not is_mepipe_group(group):
+            raise StoreError(f"{folder} is not a group mepipe made; mepipe will not write into it (move it, or use another --store)")
+    elif folder.exists():
+        raise StoreError(f"{folder} exists but is not a Zarr group mepipe made; mepipe will not write into it "
+                         "(move it, or use another --store)")
     else:
-        rebuilt = name in root
-        if rebuilt:
-            _delete(root, name)
-        group = root.create_group(name)
-        group.attrs.update({"artifacts": {}})
-        n = len(rows)
-        group.create_array("apex_used", shape=(n,), chunks=(1,), dtype="int32", fill_value=-1, dimension_names=["sample"])
-        qc = group.create_group("qc")
-        for field in QC_FLOAT:
-            qc.create_array(field, shape=(n,), chunks=(1,), dtype="float32", fill_value=np.nan, dimension_names=["sample"])
-        for field in QC_TEXT:
-            qc.create_array(field, shape=(n,), chunks=(1,), dtype=str, dimension_names=["sample"])
-        group.create_group("done")
-        group.create_group("clips")
-    _write_meta(group, rows)
-    group.attrs.update({"adapter": adapter, "source_root": str(source_root), "fps": fps})
-    return group, changed, rebuilt
+        group = None
+
+    ids = [row["sample_id"] for row in rows]
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        twice = next(i for i in ids if i in seen or seen.add(i))
+        raise StoreError(f"sample {twice} appears twice in the dataset; a group needs one row per sample")
+    stored_ids = _sample_ids(group) if group is not None else []
+    position = {sample_id: index for index, sample_id in enumerate(stored_ids)}
+    order = stored_ids + [sample_id for sample_id in ids if sample_id not in position]
+    n = len(order)
+    by_id = {row["sample_id"]: row for row in rows}
+
+    changed: list[int] = []
+    was_in = in_dataset(group)[: len(stored_ids)] if group is not None and stored_ids else np.ones(0, bool)
+    if group is None:
+        group = root.create_group(name, attributes={"mepipe_group": SCHEMA, "artifacts": {}})
+    else:
+        # a field missing or short (a build killed while it wrote them) counts as changed
+        stored = {field: group[field][:] if field in group else np.zeros(0) for field in INPUT_FIELDS}
+        for index, sample_id in enumerate(stored_ids):
+            row = by_id.get(sample_id)
+            if row is not None and was_in[index] and any(
+                    index >= len(stored[field]) or str(stored[field][index]) != str(row[field]) for field in INPUT_FIELDS):
+                changed.append(index)
+    # per-sample arrays first, metadata last: a build killed in between finds the old sample list
+    # and repeats the same resize
+    _per_sample_array(group, "apex_used", n, "int32", -1)
+    _per_sample_array(group, "in_dataset", n, "bool", False)
+    qc = group.require_group("qc")
+    for field in QC_FLOAT:
+        _per_sample_array(qc, field, n, "float32", np.nan)
+    for field in QC_TEXT:
+        _per_sample_array(qc, field, n, str, "")
+    done = group.require_group("done")
+    for artifact in list(done.array_keys()):
+        _per_sample_array(done, artifact, n, "bool", False)
+    group.require_group("clips")
+    for record in group.attrs.get("artifacts", {}).values():
+        for array_name in record.get("arrays", ()):
+            if array_name in group and group[array_name].shape[0] != n:
+                group[array_name].resize((n, *group[array_name].shape[1:]))
+
+    meta_rows = [by_id.get(sample_id) or _stored_row(group, position[sample_id]) for sample_id in order]
+    removed = [index for index, sample_id in enumerate(order) if sample_id not in by_id]
+    newly_removed = [index for index in removed if index < len(stored_ids) and was_in[index]]
+    for index in newly_removed + changed:
+        clear_sample(group, index, meta_rows[index])
+    flags = np.array([sample_id in by_id for sample_id in order], bool)
+    _write_meta(group, meta_rows)
+    group["in_dataset"][:] = flags
+    group.attrs.update({"adapter": adapter, "source_root": str(source_root), "fps": fps, "mepipe_group": SCHEMA})
+    row_of = {sample_id: index for index, sample_id in enumerate(order)}
+    return GroupUpdate(group, [row_of[sample_id] for sample_id in ids], changed, n - len(stored_ids), newly_removed)
+
+
+class GroupUpdate:
+    """What :func:`prepare_group` did: the group, the row of each dataset sample, and the changes."""
+
+    def __init__(self, group: zarr.Group, rows: list[int], changed: list[int], added: int, removed: list[int]) -> None:
+        self.group = group
+        self.rows = rows  # rows[i]: the group row of the dataset's sample i
+        self.changed = changed  # rows whose inputs changed (their results were cleared)
+        self.added = added  # rows appended for samples the group did not hold
+        self.removed = removed  # rows of samples the dataset no longer holds (results removed)
+
+
+def _per_sample_array(group: zarr.Group, name: str, n: int, dtype, fill) -> zarr.Array:
+    if name in group:
+        array = group[name]
+        if array.shape[0] != n:
+            array.resize((n, *array.shape[1:]))
+        return array
+    return group.create_array(name, shape=(n,), chunks=(1,), dtype=dtype, fill_value=fill, dimension_names=["sample"])
+
+
+def _stored_row(group: zarr.Group, index: int) -> dict:
+    """The stored metadata of row ``index`` (a sample the dataset no longer holds keeps it)."""
+    def value(field, default, kind):
+        return kind(group[field][index]) if field in group and index < group[field].shape[0] else default
+
+    row = {field: value(field, "", str) for field in META_TEXT}
+    row.update({field: value(field, -1, int) for field in META_INT})
+    numbers = group["au"][:] if "au" in group else np.zeros(0, np.int32)
+    coded = group["aus"][index] if "aus" in group and index < group["aus"].shape[0] and group["aus"].shape[1] == len(numbers) else ()
+    row["aus"] = tuple(int(number) for number, present in zip(numbers, coded) if present)
+    return row
 
 
 def _write_meta(group: zarr.Group, rows: Sequence[dict]) -> None:
+    """Write the metadata, ``sample_id`` last: its length is the group's sample list, and a build
+    killed before it finds the previous list whole."""
     n = len(rows)
     for field in META_TEXT:
-        array = group[field] if field in group else group.create_array(field, shape=(n,), dtype=str, dimension_names=["sample"])
-        array[:] = np.array([str(row[field]) for row in rows], dtype=object)
+        if field != "sample_id":
+            _whole_array(group, field, np.array([str(row[field]) for row in rows], dtype=object), str)
     for field in META_INT:
-        array = group[field] if field in group else group.create_array(field, shape=(n,), dtype="int32", dimension_names=["sample"])
-        array[:] = np.array([row[field] for row in rows], dtype=np.int32)
+        _whole_array(group, field, np.array([row[field] for row in rows], dtype=np.int32), "int32")
     numbers = sorted({unit for row in rows for unit in row["aus"]})
     matrix = np.zeros((n, len(numbers)), np.uint8)
     for index, row in enumerate(rows):
         for unit in row["aus"]:
             matrix[index, numbers.index(unit)] = 1
-    for array_name in ("aus", "au"):
-        if array_name in group:
-            del group[array_name]
-    group.create_array("au", shape=(len(numbers),), dtype="int32", dimension_names=["au"])[:] = np.array(numbers, np.int32)
-    group.create_array("aus", shape=matrix.shape, dtype="uint8", dimension_names=["sample", "au"])[:] = matrix
+    replace_array(group, "au", shape=(len(numbers),), dtype="int32", dimension_names=["au"])[:] = np.array(numbers, np.int32)
+    replace_array(group, "aus", shape=matrix.shape, dtype="uint8", dimension_names=["sample", "au"])[:] = matrix
+    _whole_array(group, "sample_id", np.array([str(row["sample_id"]) for row in rows], dtype=object), str)
 
 
-def prepare_artifact(group: zarr.Group, artifact: Artifact, key: str, params: dict, size: int, subjects: Sequence[str]) -> str:
+def _whole_array(group: zarr.Group, name: str, values: np.ndarray, dtype) -> None:
+    if name in group and group[name].shape == values.shape:
+        group[name][:] = values
+    else:
+        replace_array(group, name, shape=values.shape, dtype=dtype, dimension_names=["sample"])[:] = values
+
+
+def replace_array(group: zarr.Group, name: str, **options) -> zarr.Array:
+    """``group.create_array(name, overwrite=True, ...)``, refusing if the node it replaces holds a
+    file Zarr did not write (Zarr's overwrite deletes the whole folder)."""
+    if name in group:
+        _refuse_foreign(group, name)
+    return group.create_array(name, overwrite=True, **options)
+
+
+def _refuse_foreign(group: zarr.Group, name: str) -> None:
+    folder = store_path_of(group) / name
+    foreign = _foreign_file(folder)
+    if foreign is not None:
+        raise StoreError(f"{folder} holds {foreign}, which mepipe did not write; mepipe will not delete it (move it out of the store)")
+
+
+def prepare_artifact(group: zarr.Group, artifact: Artifact, key: str, params: dict, size: int, subjects: Sequence[str],
+                     upstream: dict[str, str] | None = None) -> str:
     """Make the arrays of ``artifact`` match cache key ``key``: ``current``, ``new`` or ``changed``.
+
+    ``upstream`` (input artifact -> its key) is recorded beside the key, so that a later
+    :func:`stale_artifacts` can name the input that changed.
 
     Stored results under another key are dropped and the completion flags cleared *before* the
     new key is recorded, so a build killed in between starts over cleanly.
     """
     records = dict(group.attrs.get("artifacts", {}))
     n = group["sample_id"].shape[0]
-    current = records.get(artifact.name, {}).get("key") == key and f"done/{artifact.name}" in group
+    record = records.get(artifact.name, {})
+    current = record.get("key") == key and not record.get("stale") and f"done/{artifact.name}" in group
     if current:
         current = all(spec.name in group and group[spec.name].shape == (n, len(spec.channels), size, size) for spec in artifact.arrays)
     if current:
@@ -160,83 +310,193 @@ def prepare_artifact(group: zarr.Group, artifact: Artifact, key: str, params: di
     status = "changed" if artifact.name in records else "new"
     records.pop(artifact.name, None)
     group.attrs.update({"artifacts": records})
-    group["done"].create_array(artifact.name, shape=(n,), chunks=(1,), dtype="bool", fill_value=False, dimension_names=["sample"], overwrite=True)
+    replace_array(group["done"], artifact.name, shape=(n,), chunks=(1,), dtype="bool", fill_value=False, dimension_names=["sample"])
     for spec in artifact.arrays:
         fill = np.nan if spec.dtype.startswith("float") else 0
         # each array its own channel dimension (flow has 2, strain 1): xarray needs one size per name
         channel = f"{spec.name}_channel"
-        group.create_array(
-            spec.name, shape=(n, len(spec.channels), size, size), chunks=(1, len(spec.channels), size, size), dtype=spec.dtype,
-            fill_value=fill, dimension_names=["sample", channel, "y", "x"], overwrite=True,
+        replace_array(
+            group, spec.name, shape=(n, len(spec.channels), size, size), chunks=(1, len(spec.channels), size, size), dtype=spec.dtype,
+            fill_value=fill, dimension_names=["sample", channel, "y", "x"],
             attributes={"channels": list(spec.channels), "artifact": artifact.name},
         )
-        names = group.create_array(channel, shape=(len(spec.channels),), dtype=str, dimension_names=[channel], overwrite=True)
+        names = replace_array(group, channel, shape=(len(spec.channels),), dtype=str, dimension_names=[channel])
         names[:] = np.array(spec.channels, dtype=object)
     if artifact.ragged:
         clips = group["clips"]
         if artifact.ragged in clips:
-            _delete(clips, artifact.ragged)
+            remove_node(clips, artifact.ragged)
         kind = clips.create_group(artifact.ragged)
         for subject in sorted(set(subjects)):
             kind.create_group(subject)
     records[artifact.name] = {"key": key, "params": params, "depends": list(artifact.depends),
-                              "arrays": [spec.name for spec in artifact.arrays], "ragged": artifact.ragged, "size": size}
+                              "arrays": [spec.name for spec in artifact.arrays], "ragged": artifact.ragged, "size": size,
+                              "upstream": dict(upstream or {})}
     group.attrs.update({"artifacts": records})
     return status
 
 
-def clear_sample(group: zarr.Group, index: int) -> None:
-    """Forget everything computed for one sample (its inputs changed)."""
+def mark_stale(group: zarr.Group, stale: dict[str, str]) -> None:
+    """Clear the completion flags of the artifacts in ``stale`` and record why they are stale.
+
+    Their records keep their old key, so the next build that asks for them recomputes them.
+    """
+    records = dict(group.attrs.get("artifacts", {}))
+    for name, reason in stale.items():
+        if f"done/{name}" in group:
+            flags = group["done"][name]
+            if flags[:].any():
+                flags[:] = False
+        records[name] = {**records[name], "stale": reason}
+    if stale:
+        group.attrs.update({"artifacts": records})
+
+
+def stale_artifacts(group: zarr.Group) -> dict[str, str]:
+    """The recorded artifacts whose results no longer follow from what they were computed from.
+
+    Worked out from the stored records alone, so it holds however the store got here (a build
+    killed half-way, a build of other artifacts): an artifact is stale when it was marked so, when
+    an artifact it is computed from is missing or stale, or when its key, recomputed from its
+    stored parameters and the stored keys of its inputs, differs from its stored key (its input
+    was rebuilt with other parameters, or the code version changed). Returns name -> reason.
+    """
+    from mepipe.pipeline.params import artifact_key
+
+    records = group.attrs.get("artifacts", {})
+    stale: dict[str, str] = {}
+    for name in ARTIFACTS:
+        record = records.get(name)
+        if record is None:
+            continue
+        if record.get("stale"):
+            stale[name] = record["stale"]
+            continue
+        depends = ARTIFACTS[name].depends
+        missing = [dep for dep in depends if dep not in records]
+        upstream_stale = [dep for dep in depends if dep in stale]
+        if missing:
+            stale[name] = f"{', '.join(missing)}, which it is computed from, is no longer stored"
+        elif upstream_stale:
+            stale[name] = f"computed from {', '.join(upstream_stale)}, which is stale"
+        else:
+            try:
+                expected = artifact_key(name, record["params"], {dep: records[dep]["key"] for dep in depends})
+            except (KeyError, TypeError):
+                expected = None
+            if expected != record.get("key"):
+                upstream = record.get("upstream", {})
+                rebuilt = [dep for dep in depends if upstream.get(dep) != records[dep]["key"]]
+                if rebuilt and upstream:
+                    stale[name] = f"computed from {' and '.join(rebuilt)} before {'they were' if len(rebuilt) > 1 else 'it was'} rebuilt with other parameters"
+                elif depends:
+                    stale[name] = f"computed from {' and '.join(depends)} as stored before, or by an older version of its code"
+                else:
+                    stale[name] = "computed by an older version of its code"
+    return stale
+
+
+def clear_sample(group: zarr.Group, index: int, row: dict | None = None) -> None:
+    """Forget everything computed for one sample (its inputs changed, or it left the dataset):
+    completion flags, QC, and its ragged clips."""
     for name in group["done"].array_keys():
         group["done"][name][index] = False
     group["qc"]["status"][index] = ""
     group["qc"]["failures"][index] = ""
+    if row is not None and "clips" in group:
+        subject, clip_name = _clip_path(f"{row['subject']}/{row['clip']}")
+        for kind in list(group["clips"].group_keys()):
+            parent = group["clips"][kind]
+            if subject in parent and clip_name in parent[subject]:
+                remove_node(parent[subject], clip_name)
 
 
-def _sample_ids(group: zarr.Group) -> list[str] | None:
+def _sample_ids(group: zarr.Group) -> list[str]:
     if "sample_id" not in group:
-        return None
+        return []
     return [str(value) for value in group["sample_id"][:]]
 
 
-def _delete(group: zarr.Group, name: str) -> None:
-    path = Path(str(group.store.root), group.path, name) if hasattr(group.store, "root") else None
-    if path is not None and path.exists():
-        shutil.rmtree(path)
-    else:
-        del group[name]
+def remove_node(group: zarr.Group, name: str) -> None:
+    """Remove the child node ``name`` of ``group``, refusing if it holds any file Zarr did not write.
+
+    Zarr's own delete removes whole folders; this checks first, so that a user's file that
+    somehow lies inside the store (a folder moved there, a dataset root inside it) is never lost.
+    """
+    _refuse_foreign(group, name)
+    del group[name]
+
+
+def _foreign_file(folder: Path) -> Path | None:
+    """The first file under ``folder`` that is not Zarr metadata, a chunk under ``c/`` or a
+    ``*.partial`` write; None when every file is Zarr's."""
+    for parent, _, files in os.walk(folder):
+        inside_chunks = "c" in Path(parent).relative_to(folder).parts or Path(parent).name == "c"
+        for file in files:
+            if file == ZARR_METADATA or file.endswith(".partial") or (inside_chunks and file.isdigit()):
+                continue
+            return Path(parent, file)
+    return None
 
 
 # ---------------------------------------------------------------- task side: one sample's writes
 
 class SampleWriter:
-    """Writes one sample's results; opened inside the task, on the worker."""
+    """Writes one sample's results; opened inside the task, on the worker.
 
-    def __init__(self, store: str, group: str, index: int, key: str) -> None:
+    Every write that fails with an ``OSError`` (disk full, permissions) raises
+    :class:`StoreWriteError` naming the array: such a failure stops the build, it is not the
+    sample's. With ``owner`` (a callable returning False once this task's build has lost the
+    group's lock to another build) each completion flag is set only while the build still owns
+    the group, so a task left running by a killed build never marks anything done for its
+    successor.
+    """
+
+    def __init__(self, store: str, group: str, index: int, key: str, owner=None) -> None:
         self.group = zarr.open_group(store, path=group, mode="r+")
         self.index = index
         self.key = key  # subject/clip
+        self.owner = owner
+
+    def _guard(self, what: str, write) -> None:
+        try:
+            write()
+        except OSError as error:
+            raise StoreWriteError(f"cannot write {what} of {self.group.path}/{self.key} to the store: "
+                                  f"{error.strerror or error} (errno {error.errno})") from None
+
+    def check_owner(self) -> None:
+        if self.owner is not None and not self.owner():
+            raise Superseded(f"{self.group.path}/{self.key}: another build took over the group")
 
     def array(self, name: str, value: np.ndarray) -> None:
         target = self.group[name]
-        target[self.index] = np.asarray(value, dtype=target.dtype)
+        self._guard(name, lambda: target.__setitem__(self.index, np.asarray(value, dtype=target.dtype)))
 
     def ragged(self, kind: str, clip: np.ndarray) -> None:
         subject, clip_name = _clip_path(self.key)
-        parent = self.group["clips"][kind][subject]
-        chunk = (min(32, clip.shape[0]),) + clip.shape[1:]
-        array = parent.create_array(clip_name, shape=clip.shape, chunks=chunk, dtype=clip.dtype, dimension_names=["frame", "y", "x"], overwrite=True)
-        array[...] = clip
+
+        def write():
+            parent = self.group["clips"][kind].require_group(subject)
+            chunk = (min(32, clip.shape[0]),) + clip.shape[1:]
+            array = replace_array(parent, clip_name, shape=clip.shape, chunks=chunk, dtype=clip.dtype, dimension_names=["frame", "y", "x"])
+            array[...] = clip
+
+        self._guard(f"clips/{kind}", write)
 
     def done(self, artifact: str) -> None:
-        self.group["done"][artifact][self.index] = True
+        self.check_owner()
+        self._guard(f"done/{artifact}", lambda: self.group["done"][artifact].__setitem__(self.index, True))
 
     def scalar(self, name: str, value) -> None:
-        self.group[name][self.index] = value
+        self._guard(name, lambda: self.group[name].__setitem__(self.index, value))
 
     def qc(self, **values) -> None:
-        for field, value in values.items():
-            self.group["qc"][field][self.index] = value
+        def write():
+            for field, value in values.items():
+                self.group["qc"][field][self.index] = value
+
+        self._guard("qc", write)
 
 
 # ---------------------------------------------------------------- reading
@@ -253,19 +513,29 @@ def read_clip(group: zarr.Group, kind: str, key: str) -> np.ndarray:
     return group["clips"][kind][subject][clip_name][...]
 
 
+def in_dataset(group: zarr.Group) -> np.ndarray:
+    """(N,) bool: the rows of samples the dataset held at its last build (all, in stores made before the flag)."""
+    n = group["sample_id"].shape[0]
+    return group["in_dataset"][:n].astype(bool) if "in_dataset" in group else np.ones(n, bool)
+
+
 def done_flags(group: zarr.Group, artifact: str) -> np.ndarray:
-    if f"done/{artifact}" not in group:
-        return np.zeros(group["sample_id"].shape[0], bool)
-    return group["done"][artifact][:]
+    """(N,) completion flags of ``artifact``: False where not done, for a stale artifact, and on the
+    rows of samples no longer in the dataset."""
+    n = group["sample_id"].shape[0]
+    if f"done/{artifact}" not in group or group.attrs.get("artifacts", {}).get(artifact, {}).get("stale"):
+        return np.zeros(n, bool)
+    flags = group["done"][artifact][:].astype(bool)
+    return flags[:n] & in_dataset(group)
 
 
 def failures(group: zarr.Group) -> list[dict]:
-    """JSON failure record of every sample: ``{artifact: {"reason": ..., "key": ...}}``."""
+    """JSON failure record of every sample: ``{artifact: {"reason": ..., "key": ..., "inputs": ...}}``."""
     return [json.loads(text) if text else {} for text in group["qc"]["failures"][:]]
 
 
 def datasets_in(root: zarr.Group) -> list[str]:
-    return sorted(name for name, _ in root.groups() if "sample_id" in root[name])
+    return sorted(name for name, child in root.groups() if name != BOOKKEEPING and "sample_id" in child)
 
 
 def size_on_disk(path: str | Path) -> int:

@@ -5,11 +5,14 @@ itself and writes only that sample's chunks, then sets each artifact's completio
 data is written. Raw frames never leave it; what it returns is a small record of what happened.
 
 A sample that cannot be computed (no face, unreadable frames, onset = apex for a flow) is not an
-error of the build: the reason is written to ``qc/failures`` and returned.
+error of the build: the reason is written to ``qc/failures`` with the artifact's cache key and a
+fingerprint of the clip's files, and returned. A write to the store that fails (disk full) is the
+build's error, not the sample's: it is raised, so the build stops with nothing wrongly marked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import resource
@@ -22,7 +25,12 @@ from scipy.ndimage import binary_dilation
 from threadpoolctl import threadpool_limits
 
 from mepipe.pipeline.artifacts import DEPENDS
-from mepipe.pipeline.store import SampleWriter, read_clip
+from mepipe.pipeline.frames import FrameError, decode_frames
+from mepipe.pipeline.lock import holds
+from mepipe.pipeline.store import SampleWriter, StoreWriteError, Superseded, read_clip
+
+#: How the reason of a failure that is the build's fault, not the sample's, begins.
+INTERNAL_ERROR = "internal error"
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,9 @@ class SampleJob:
     todo: tuple[str, ...]  # artifacts to compute, in dependency order
     params: dict  # artifact -> its parameter dataclass
     keys: dict  # artifact -> cache key
+    inputs: str = ""  # input_fingerprint of the frames, kept with a failure
+    lock: str = ""  # the group's lock file and this build's token in it: see SampleWriter
+    token: str = ""
 
 
 @dataclass
@@ -53,6 +64,7 @@ class SampleResult:
     frames_decoded: int = 0
     peak_rss_mb: float = 0.0
     worker: str = ""
+    superseded: bool = False  # another build took the group over; nothing more was written
 
 
 class SampleFailure(Exception):
@@ -69,31 +81,64 @@ def run_sample(job: SampleJob) -> SampleResult:
         import torch
 
         torch.set_num_threads(1)
+    owner = (lambda: holds(job.lock, job.token)) if job.lock else None
     with threadpool_limits(1):
-        writer = SampleWriter(job.store, job.group, job.index, job.key)
+        try:
+            writer = SampleWriter(job.store, job.group, job.index, job.key, owner=owner)
+            writer.check_owner()
+        except Superseded:
+            result.superseded = True
+            return result
         failures: dict[str, dict] = {}
         try:
             _compute(job, writer, result)
+        except Superseded:
+            result.superseded = True
+            return result
+        except StoreWriteError:
+            raise
         except SampleFailure as failure:
             reason = str(failure)
             for name in job.todo:
                 if name not in result.computed and name not in result.failed:
                     result.failed[name] = reason
         except Exception as error:  # a bug or an unforeseen input: keep the build going, say where
-            reason = f"internal error: {type(error).__name__}: {error}"
+            reason = f"{INTERNAL_ERROR}: {type(error).__name__}: {error}"
             for name in job.todo:
                 if name not in result.computed and name not in result.failed:
                     result.failed[name] = reason
         for name, reason in result.failed.items():
-            failures[name] = {"reason": reason, "key": job.keys[name]}
+            failures[name] = {"reason": reason, "key": job.keys[name], "inputs": job.inputs}
         previous = writer.group["qc"]["failures"][job.index]
         merged = json.loads(str(previous)) if str(previous) else {}
         for name in job.todo:
             merged.pop(name, None)
         merged.update(failures)
+        try:
+            writer.check_owner()
+        except Superseded:
+            result.superseded = True
+            return result
         writer.qc(failures=json.dumps(merged, sort_keys=True) if merged else "", status="failed" if merged else "ok")
     result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def input_fingerprint(paths) -> str:
+    """16 hex digits over the name, size and modification time of each of a clip's files.
+
+    A failure is recorded with it, so that a build retries the sample once its files change (a
+    truncated frame replaced, a frame added), without reading a byte of them. A missing file
+    counts as size -1.
+    """
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            stat = os.stat(path)
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}\0-1\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def _timed(result: SampleResult, name: str):
@@ -114,7 +159,10 @@ def _compute(job: SampleJob, writer: SampleWriter, result: SampleResult) -> None
     apex = job.apex
     if "face" in job.todo:
         with _timed(result, "decode"):
-            frames = decode_frames(job.frames)
+            try:
+                frames = decode_frames(job.frames)
+            except FrameError as error:
+                raise SampleFailure(str(error)) from None  # "frames: <file> <what is wrong>"
         result.frames_decoded = len(frames)
         with _timed(result, "face"):
             try:
@@ -195,22 +243,6 @@ def _compute(job: SampleJob, writer: SampleWriter, result: SampleResult) -> None
                 writer.array(name, value)
             writer.done(name)
         result.computed.append(name)
-
-
-def decode_frames(paths) -> np.ndarray:
-    """(T, H, W) uint8 grayscale frames, decoded straight to gray (JPEG skips its colour conversion)."""
-    frames = []
-    for path in paths:
-        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if image is None:
-            reason = "missing" if not os.path.exists(path) else "not a readable image"
-            raise SampleFailure(f"frames: cannot decode {path} ({reason})")
-        if frames and image.shape != frames[0].shape:
-            raise SampleFailure(f"frames: {path} is {image.shape[1]}x{image.shape[0]}, the clip's first frame {frames[0].shape[1]}x{frames[0].shape[0]}")
-        frames.append(image)
-    if not frames:
-        raise SampleFailure("frames: the clip has no frames")
-    return np.stack(frames)
 
 
 def _filled(crops, mask, fill: str, fill_eyes):
