@@ -367,7 +367,9 @@ def _client(scheduler: str, workers: int):
 
     # a free port for the scheduler's HTTP endpoints (two builds at once must not fight over
     # 8787), on loopback like the scheduler itself: a local build serves nothing to the network
-    quiet = {"dashboard_address": "127.0.0.1:0", "silence_logs": logging.ERROR}
+    # workers' own logs are silenced: a task's failure comes back through its future, and the
+    # heartbeat errors of workers whose scheduler stopped (Ctrl-C) are not the user's to read
+    quiet = {"dashboard_address": "127.0.0.1:0", "silence_logs": logging.CRITICAL}
     if scheduler == "threads":
         cluster = LocalCluster(n_workers=1, threads_per_worker=workers, processes=False, **quiet)
         return Client(cluster), cluster
