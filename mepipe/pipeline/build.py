@@ -186,19 +186,19 @@ def _build_group(options, store, store_path, group_name, adapter, root, samples,
     absolute_store = str(store_path.resolve())
     for sample, row, index in zip(samples, rows, update.rows):
         todo = []
-        inputs = None
+        # the clip's files are stat-ed once, and only for a sample that failed or has work to do
+        inputs = input_fingerprint(sample.frames) if recorded[index] or not all(flags[name][index] for name in chosen) else ""
         for name in chosen:
             failure = recorded[index].get(name, {})
             if flags[name][index]:
                 counts[name].reused += 1
-            elif failure.get("key") == keys[name] and not _retry(failure, options.retry_failed, sample):
+            elif failure.get("key") == keys[name] and not _retry(failure, options.retry_failed, inputs):
                 counts[name].failed += 1
                 failed.append((row["sample_id"], name, failure["reason"]))
             else:
                 retried += bool(failure)
                 todo.append(name)
         if todo:
-            inputs = input_fingerprint(sample.frames)
             jobs.append(SampleJob(
                 absolute_store, group_name, index, f"{sample.subject}/{sample.clip}", tuple(str(p) for p in sample.frames),
                 sample.onset, sample.apex, sample.offset, fps, tuple(todo), {n: params[n] for n in params}, keys,
@@ -235,12 +235,12 @@ def _build_group(options, store, store_path, group_name, adapter, root, samples,
     )
 
 
-def _retry(failure: dict, retry_failed: bool, sample) -> bool:
+def _retry(failure: dict, retry_failed: bool, inputs: str) -> bool:
     """Whether a failure recorded under the current key is tried again: on request, after an
     internal error (a fault of the build, not of the sample), or when the clip's files changed."""
     if retry_failed or str(failure.get("reason", "")).startswith(INTERNAL_ERROR):
         return True
-    return failure.get("inputs") != input_fingerprint(sample.frames)
+    return failure.get("inputs") != inputs
 
 
 def _check_apart(root: Path, store_path: Path, group: str) -> None:
