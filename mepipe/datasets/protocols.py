@@ -17,6 +17,9 @@ Protocols, as the papers in ``shared/papers`` use them:
 - The macro-expression sets have ``native`` (their own classes) and ``3class``, which follows the
   composite's rule for datasets outside its list: anger, contempt, disgust, fear, sadness ->
   negative; happiness -> positive; surprise -> surprise; anything else is left out.
+- The macro-expression sets also have ``mobilevit``, the classes of MobileViT's transfer set
+  (:mod:`mepipe.datasets.macro_frames`): anger, disgust, sadness -> negative; happiness ->
+  positive; surprise -> surprise; contempt, fear and neutral are left out, as in the paper.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 from mepipe.datasets.coding_tables import read_composite_manifest
 from mepipe.datasets.errors import DatasetError
 from mepipe.datasets.layouts import get_layout, smic_clip_folder
+from mepipe.datasets.macro_frames import MOBILEVIT_DATASETS, MOBILEVIT_LEFT_OUT, MOBILEVIT_PROTOCOL, MOBILEVIT_RULE
 from mepipe.datasets.samples import DatasetReading, Sample
 
 COMPOSITE_DATASETS = ("smic", "casme2", "samm")
@@ -77,6 +81,13 @@ for _macro in ("ckplus", "oulu", "jaffe", "mug"):
         {e: COMPOSITE_RULE[e] for e in _native.classes if e in COMPOSITE_RULE},
         frozenset(e for e in _native.classes if e not in COMPOSITE_RULE),
     )
+for _macro in MOBILEVIT_DATASETS:
+    _native = LABEL_MAPS[(_macro, "native")]
+    LABEL_MAPS[(_macro, MOBILEVIT_PROTOCOL)] = LabelMap(
+        COMPOSITE_CLASSES,
+        {e: MOBILEVIT_RULE[e] for e in _native.classes if e in MOBILEVIT_RULE},
+        frozenset(e for e in _native.classes if e in MOBILEVIT_LEFT_OUT),
+    )
 
 #: Every (dataset, protocol) pair :func:`select` answers; the first protocol of a dataset is its default.
 PROTOCOLS: dict[str, tuple[str, ...]] = {
@@ -84,10 +95,10 @@ PROTOCOLS: dict[str, tuple[str, ...]] = {
     "samm": ("5class", "3class"),
     "smic": ("3class",),
     "composite": ("3class",),
-    "ckplus": ("native", "3class"),
-    "oulu": ("native", "3class"),
-    "jaffe": ("native", "3class"),
-    "mug": ("native", "3class"),
+    "ckplus": ("native", "3class", MOBILEVIT_PROTOCOL),
+    "oulu": ("native", "3class", MOBILEVIT_PROTOCOL),
+    "jaffe": ("native", "3class", MOBILEVIT_PROTOCOL),
+    "mug": ("native", "3class", MOBILEVIT_PROTOCOL),
 }
 
 

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from mepipe.datasets.macro_frames import MOBILEVIT_PROTOCOL, PAPER_SOURCES, counts_table, frame_indices
 from mepipe.models.recipes.base import (FoldData, FoldOutput, OptionError, Recipe, RunContext, apex_frames,
-                                        batch_one_predictor, epoch_logger, fit_svm, fit_with_validation, full_scores)
+                                        batch_one_predictor, epoch_logger, fit_svm, fit_with_validation, full_scores,
+                                        resize)
 from mepipe.models.training import TrainConfig, extract_features, fit, predict_logits, subject_split
 from mepipe.pipeline.load import LoadedData, load
 from mepipe.pipeline.store import datasets_in, open_store
 
 MACRO_DATASETS = ("ckplus", "oulu", "jaffe", "mug")
+#: The input variant MobileViT reads (256 px, gray, eyes zero-filled), where the store keeps variants.
+MACRO_VARIANT = {"size": 256, "colour": False, "eye_fill": "zero"}
 
 
 @dataclass(frozen=True)
@@ -27,7 +32,10 @@ class MobileViTOptions:
     Input: the aligned apex frame, grayscale, eyes masked, at ``size`` = 256.
 
     Transfer (``transfer``): the whole network is trained on the macro-expression groups of the
-    store (``macro``: those present are used) under their 3-class protocol with SGD, momentum 0.9,
+    store (``macro``: those present are used), on the frames the paper takes from each sequence
+    (the last three of CK+ and Oulu-CASIA, JAFFE's image, 6-10 around MUG's peak), eyes zeroed,
+    under the paper's classes (protocol ``mobilevit``: contempt, fear and neutral left out; see
+    :mod:`mepipe.datasets.macro_frames`) with SGD, momentum 0.9,
     learning rate 0.01, batch 32 (the paper's first part); the weights of the best epoch on a
     validation split of ``macro_validation`` of the macro subjects are kept. Its convolutional part
     (stem and MV2 blocks) then starts the micro-expression network.
@@ -73,6 +81,21 @@ class MobileViTOptions:
 
 
 @dataclass
+class MacroSet:
+    """MobileViT's transfer set: images (N, 1, size, size) in 0..1, labels, LOSO groups, and what was taken.
+
+    ``taken`` maps (group, class) to (frames, sequences).
+    """
+
+    x: torch.Tensor
+    y: np.ndarray
+    groups: np.ndarray
+    names: list[str]
+    classes: tuple[str, ...]
+    taken: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass
 class Pretrained:
     """The macro-expression stage's result: the convolutional weights and how they were got."""
 
@@ -97,9 +120,19 @@ class MobileViTRecipe(Recipe):
             return None
         from mepipe.models.mobilevit import mobilevit_s
 
-        x, y, groups, names = self._macro_samples(context.store, options)
-        context.log(f"macro-expression transfer: {len(y)} apex frames of {', '.join(names)} "
-                    f"({', '.join(f'{c} {int((y == i).sum())}' for i, c in enumerate(context.classes))})")
+        macro = self._macro_samples(context.store, options)
+        x, y, groups = macro.x, macro.y, macro.groups
+        sequences = sum(count for _, count in macro.taken.values())
+        context.log(f"macro-expression transfer: {len(y)} frames of {sequences} sequences of {', '.join(macro.names)} "
+                    f"({', '.join(f'{c} {int((y == i).sum())}' for i, c in enumerate(macro.classes))}), "
+                    f"protocol {MOBILEVIT_PROTOCOL}: the paper's frames per sequence and classes")
+        for line in counts_table(macro.taken, macro.classes):
+            context.log(f"  {line}")
+        context.log("  (frames of sequences) the paper's 9,342 are of the real CK+, Oulu-CASIA (VIS), JAFFE and MUG, "
+                    "with no count per source; a synthetic or partial store cannot match them, only the frames "
+                    "per sequence. The paper's sets:")
+        for name, text in PAPER_SOURCES.items():
+            context.log(f"    {name}: {text}")
         model = mobilevit_s(num_classes=len(context.classes), in_chans=1, dropout=options.dropout)
         config = TrainConfig(epochs=options.macro_epochs, batch_size=options.macro_batch_size, lr=options.macro_lr,
                              optimizer="sgd", momentum=0.9, weight_decay=options.weight_decay,
@@ -114,25 +147,38 @@ class MobileViTRecipe(Recipe):
         return Pretrained({k: v.detach().cpu().clone() for k, v in model.transfer_state_dict().items()},
                           history.to_dict(), len(y), time.perf_counter() - start)
 
-    def _macro_samples(self, store: Path, options: MobileViTOptions):
-        frames, labels, groups, names = [], [], [], []
-        present = datasets_in(open_store(store))
+    def _macro_samples(self, store: Path, options: MobileViTOptions, own_variant: bool = True) -> MacroSet:
+        """The frames the paper takes from each macro-expression sequence of the store, eyes zeroed.
+
+        ``own_variant``: read MobileViT's input variant of each group (where the store keeps
+        variants); False reads each group's own (a build without ``--for``), as small test stores hold.
+        """
+        frames, labels, groups, names, taken = [], [], [], [], {}
+        classes: tuple[str, ...] = ()
+        root = open_store(store)
+        present = datasets_in(root)
         for name in options.macro:
             if name not in present:
                 continue
-            data = load(store, name, ["face"], "3class")
+            data = load(store, name, ["frames", "eye_mask"], MOBILEVIT_PROTOCOL, **(_variant_keyword() if own_variant else {}))
             if not len(data):
                 continue
-            frames.append(apex_frames(data, options.size))
-            labels.append(data.meta["label"])
-            groups.append(data.meta["group"])
+            images, rows = transfer_frames(data, str(root[name].attrs.get("adapter", name)))
+            del data.arrays["frames"]  # whole clips; only the chosen frames are kept
+            frames.append(resize(torch.from_numpy(images[:, None].astype(np.float32) / 255.0), options.size))
+            labels.append(data.meta["label"][rows])
+            groups.append(data.meta["group"][rows])
             names.append(name)
+            classes = data.classes
+            for index, label in enumerate(data.classes):
+                chosen = rows[data.meta["label"][rows] == index]
+                taken[(name, label)] = (len(chosen), len(set(chosen.tolist())))
         if not frames:
             raise OptionError(
                 f"MobileViT's transfer needs a macro-expression group ({', '.join(options.macro)}) with a built "
                 f"face in {store}; build one (mepipe build --dataset ckplus --root ... --artifacts face) "
                 "or train with -s transfer=false")
-        return torch.cat(frames), np.concatenate(labels), np.concatenate(groups), names
+        return MacroSet(torch.cat(frames), np.concatenate(labels), np.concatenate(groups), names, classes, taken)
 
     # ---------------------------------------------------------------- one fold
 
@@ -190,6 +236,41 @@ class MobileViTRecipe(Recipe):
                     if best is None or score > best[0] + 1e-9:
                         best = (score, (batch_size, lr, epochs))
         return best[1], table
+
+
+def transfer_frames(data: LoadedData, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's frames of every loaded sequence (``frames`` and ``eye_mask`` loaded), eyes zeroed.
+
+    Returns (M, S, S) uint8 images and (M,) the row of ``data`` each came from, sequence by
+    sequence in row order, frames in clip order. The indices are
+    :func:`mepipe.datasets.macro_frames.frame_indices` of ``dataset`` on the stored clip (its
+    length) and the apex the build used; the stored clip keeps the eyes, and the pixels of the
+    sample's ``eye_mask`` are set to 0, as the paper masks the eyes.
+    """
+    clips, masks = data.arrays["frames"], np.asarray(data.arrays["eye_mask"])
+    images, rows = [], []
+    for row, clip in enumerate(clips):
+        indices = list(frame_indices(dataset, len(clip), int(data.meta["apex_used"][row])))
+        chosen = np.asarray(clip)[indices]
+        chosen[:, masks[row, 0].astype(bool)] = 0
+        images.append(chosen)
+        rows.extend([row] * len(indices))
+    size = masks.shape[-2:] if masks.ndim == 4 else (0, 0)
+    if not images:
+        return np.zeros((0, *size), np.uint8), np.zeros(0, np.int64)
+    return np.concatenate(images), np.asarray(rows, dtype=np.int64)
+
+
+def _variant_keyword() -> dict:
+    """``{"variant": MobileViT's Variant}`` where :func:`load` reads input variants, else nothing."""
+    if "variant" not in inspect.signature(load).parameters:
+        return {}
+    spec = getattr(MobileViTRecipe, "inputs_spec", None)
+    if spec is not None:
+        return {"variant": spec.variant}
+    from mepipe.pipeline.variants import Variant
+
+    return {"variant": Variant(**MACRO_VARIANT)}
 
 
 def _decay_groups(model) -> tuple[list, list]:
