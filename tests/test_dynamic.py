@@ -325,3 +325,75 @@ def test_bad_parameters_are_named():
     for function in (rank_pooling, rank_pooling_features):
         with pytest.raises(ValueError, match='normalization must be "clip", "frame" or "none", got \'l2\''):
             function(_rising_blob(0), normalization="l2")
+
+
+# --- RGB clips ---------------------------------------------------------------------------------------
+
+
+def _colour_blob(seed, size=32, n_frames=12):
+    """A rising blob per channel at different places and strengths: channels that differ."""
+    channels = [_rising_blob(seed + k, size=size, n_frames=n_frames) for k in range(3)]
+    channels[2] = (channels[2] // 2 + 60).astype(np.uint8)  # a weaker channel
+    return np.stack(channels, axis=-1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rgb_clip_of_three_equal_channels_gives_the_gray_image_in_each_channel(seed):
+    # Tolerances: raw to 1e-6 of its largest value (float32 rounding; the two SVM solves agree to
+    # about 1e-7 of it); the uint8 picture to 1 grey level, since a value that rounding moves
+    # across a half-level boundary may round the other way (none did here, but another BLAS may
+    # sum in another order); the ranking scores to 1e-6 of the largest.
+    gray = _rising_blob(seed, size=32, n_frames=12)
+    colour = np.stack([gray, gray, gray], axis=-1)
+    cases = [(approximate_rank_pooling(colour), approximate_rank_pooling(gray), 1.0)]
+    # "clip" and "frame": the colour problem is the gray one with d scaled by 1/sqrt(3) (rank_pooling's docstring)
+    for normalization in ("clip", "frame"):
+        cases.append((rank_pooling(colour, normalization=normalization), rank_pooling(gray, normalization=normalization), 1 / np.sqrt(3)))
+    # "none": the gray problem with C tripled, divided by 3
+    cases.append((rank_pooling(colour, normalization="none"), rank_pooling(gray, C=3.0, normalization="none"), 1 / 3))
+    for result, reference, factor in cases:
+        assert result.raw.shape == (32, 32, 3) and result.raw.dtype == np.float32
+        assert result.image.shape == (32, 32, 3) and result.image.dtype == np.uint8
+        scale = np.abs(reference.raw).max() * factor
+        for z in range(3):
+            np.testing.assert_allclose(result.raw[..., z], reference.raw * factor, rtol=0, atol=1e-6 * scale)
+            assert np.abs(result.image[..., z].astype(int) - reference.image).max() <= 1
+            np.testing.assert_allclose(result.raw[..., z], result.raw[..., 0], rtol=0, atol=1e-6 * scale)
+        if result.scores is not None:
+            np.testing.assert_allclose(result.scores, reference.scores, rtol=0, atol=1e-6 * np.abs(reference.scores).max())
+
+
+def test_rgb_clip_with_different_channels_gives_different_channels():
+    frames = _colour_blob(0)
+    for result in (approximate_rank_pooling(frames), rank_pooling(frames)):
+        image = result.image
+        assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+        for a, b in ((0, 1), (0, 2), (1, 2)):
+            assert np.abs(image[..., a].astype(int) - image[..., b]).mean() > 5
+        # one min-max for the whole image (Bilen et al.'s min(di(:)), max(di(:))): only one channel
+        # need reach 0 and one 255, and the weaker channel stays inside the range
+        assert image.min() == 0 and image.max() == 255
+        assert np.ptp(result.raw[..., 2]) < np.ptp(result.raw[..., 0])
+        np.testing.assert_array_equal(image, display_image(result.raw))
+    # approximate rank pooling is a weighted sum per entry: each channel is the gray image of that
+    # channel (float32 rounding, 1e-6 of the largest value)
+    raw = approximate_rank_pooling(frames).raw
+    for z in range(3):
+        alone = approximate_rank_pooling(np.ascontiguousarray(frames[..., z])).raw
+        np.testing.assert_allclose(raw[..., z], alone, rtol=0, atol=1e-6 * np.abs(alone).max())
+
+
+def test_rgb_shapes_and_dtypes():
+    frames = _colour_blob(2, size=20, n_frames=16)
+    segment = dynamic_image_frames(frames, 3, 11)
+    assert segment.shape == (9, 20, 20, 3) and segment.dtype == np.uint8
+    assert np.shares_memory(segment, frames)
+    approximate = approximate_rank_pooling(segment)
+    exact = rank_pooling(segment)
+    for result in (approximate, exact):
+        assert result.raw.shape == (20, 20, 3) and result.raw.dtype == np.float32
+        assert result.image.shape == (20, 20, 3) and result.image.dtype == np.uint8
+    assert approximate.scores is None
+    assert exact.scores.shape == (9,) and exact.scores.dtype == np.float64
+    # the exact image ranks the RGB frames in time
+    assert np.all(np.diff(exact.scores) > 0)

@@ -189,3 +189,111 @@ def test_bad_input_raises_a_clear_value_error(frames, indices, message):
 def test_bad_rrs_range_is_named():
     with pytest.raises(ValueError, match="gmin < gmax"):
         relative_residual_sum(THREE_FRAMES, 0, 1, 2, value_range=(255, 0))
+
+
+# --- colour: equations (5)-(7) on three-channel frames Q_f(x, y, z) -------------------------------
+
+
+def _paper_key_frames(onset, apex, offset, n_key=5):
+    """start, F of equations (1)-(4), written out again from the paper (independent of the module)."""
+    start = onset
+    end = min(onset + 10, offset) if apex - onset < 10 else min(apex, offset)
+    gap = -(-(end - start) // (n_key + 1))  # ceil of a positive integer ratio
+    chosen = []
+    k = 1
+    while not chosen or chosen[-1] != end:
+        frame = min(start + gap * k, end)
+        if frame not in chosen:
+            chosen.append(frame)
+        k += 1
+    return start, chosen
+
+
+def _paper_ars_rrs(frames, onset, apex, offset, gmin=0.0, gmax=255.0):
+    """Equations (5)-(7) by explicit loops over x, y, z and f, in Python integers and floats."""
+    start, chosen = _paper_key_frames(onset, apex, offset)
+    _, height, width, channels = frames.shape
+    diff = [[[0] * channels for _ in range(width)] for _ in range(height)]
+    for y in range(height):
+        for x in range(width):
+            for z in range(channels):
+                total = 0
+                for f in chosen:
+                    total += abs(int(frames[f, y, x, z]) - int(frames[start, y, x, z]))
+                diff[y][x][z] = total
+    ares = np.zeros((height, width, channels), np.float32)
+    rres = np.zeros((height, width, channels), np.float32)
+    values = [diff[y][x][z] for y in range(height) for x in range(width) for z in range(channels)]
+    low, high = min(values), max(values)  # min(diff), max(diff): over the whole (x, y, z) array
+    for y in range(height):
+        for x in range(width):
+            for z in range(channels):
+                ares[y, x, z] = diff[y][x][z] % 256
+                rres[y, x, z] = (float(diff[y][x][z]) - low) / (high - low) * (gmax - gmin) + gmin
+    return np.array(diff), ares, rres
+
+
+def _tiny_colour_clip():
+    """13 frames of 2 x 3 RGB pixels, onset 0, apex 12, offset 12: F = {2, 4, 6, 8, 10, 12}.
+
+    Pixel (0, 0) swings between 0 and 255 in every channel (each residual 255, six of them:
+    1530 = 5 * 256 + 250, the sum passes 256 five times); the others are random, so most of their
+    sums pass 256 as well; pixel (1, 2) is still in channel 2 (residual 0).
+    """
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 256, (13, 2, 3, 3), dtype=np.uint8)
+    frames[0, 0, 0] = 0
+    frames[1:, 0, 0] = 255
+    frames[:, 1, 2, 2] = 40
+    return frames
+
+
+def test_colour_ars_and_rrs_equal_a_loop_over_equations_5_to_7_exactly():
+    frames = _tiny_colour_clip()
+    diff, ares, rres = _paper_ars_rrs(frames, 0, 12, 12)
+    assert diff[0, 0].tolist() == [1530, 1530, 1530] and ares[0, 0].tolist() == [250, 250, 250]
+    assert (diff >= 256).sum() >= 10  # the % 256 wrap is exercised well beyond one pixel
+    assert diff[1, 2, 2] == 0
+    assert np.array_equal(residual_sum(frames, 0, 12, 12), diff)
+    ars = absolute_residual_sum(frames, 0, 12, 12)
+    assert ars.shape == (2, 3, 3) and ars.dtype == np.float32
+    # tolerance 0: both are whole numbers 0..255
+    assert np.array_equal(ars, ares)
+    rrs = relative_residual_sum(frames, 0, 12, 12)
+    assert rrs.shape == (2, 3, 3) and rrs.dtype == np.float32
+    # tolerance 0: the same float64 operations in the same order, rounded to float32 once
+    assert np.array_equal(rrs, rres)
+    assert rrs.min() == 0.0 and rrs.max() == 255.0
+
+
+def test_colour_ars_of_a_random_clip_is_the_gray_ars_of_each_channel():
+    # equations (5)-(6) are separable per channel z: exact equality (integer sums, tolerance 0)
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (40, 16, 12, 3), dtype=np.uint8)
+    for onset, apex, offset in ((0, 4, 30), (3, 25, 39), (10, 12, 14)):
+        ars = absolute_residual_sum(frames, onset, apex, offset)
+        total = residual_sum(frames, onset, apex, offset)
+        assert ars.shape == (16, 12, 3) and ars.dtype == np.float32
+        assert (total >= 256).any()  # sums that wrap are among them
+        for z in range(3):
+            channel = np.ascontiguousarray(frames[..., z])
+            assert np.array_equal(ars[..., z], absolute_residual_sum(channel, onset, apex, offset))
+            assert np.array_equal(total[..., z], residual_sum(channel, onset, apex, offset))
+
+
+def test_colour_rrs_is_each_channel_gray_rrs_placed_in_the_joint_range():
+    # equation (7) is not separable: one min and one max for all channels. A channel's RRS is its
+    # gray RRS mapped affinely from its own range [lo_z, hi_z] into the joint range [lo, hi].
+    rng = np.random.default_rng(4)
+    frames = rng.integers(0, 256, (40, 16, 12, 3), dtype=np.uint8)
+    frames[..., 2] //= 4  # channel 2 moves a quarter as much: its range is well inside the joint one
+    rrs = relative_residual_sum(frames, 3, 25, 39)
+    total = residual_sum(frames, 3, 25, 39).astype(np.float64)
+    low, high = total.min(), total.max()
+    for z in range(3):
+        gray = relative_residual_sum(np.ascontiguousarray(frames[..., z]), 3, 25, 39).astype(np.float64)
+        low_z, high_z = total[..., z].min(), total[..., z].max()
+        expected = (gray * (high_z - low_z) / 255 + (low_z - low)) / (high - low) * 255
+        # float32 rounding of both images (values <= 255, about 1.5e-5 each) plus the float64 map
+        np.testing.assert_allclose(rrs[..., z], expected, rtol=0, atol=1e-4)
+    assert rrs[..., 2].max() < 0.5 * 255  # not stretched to full scale on its own

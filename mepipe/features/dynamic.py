@@ -59,11 +59,24 @@ it), so the frames cannot be ranked by the expression itself: measured on the sa
 onset to offset, the exact image orders only 1 clip at Fernando et al.'s scale, and at the raw
 scale it orders them all by fitting sensor noise (r = 0.07-0.62 with the approximate image).
 
+Colour
+------
+The paper: "A dynamic imaging is a standard RGB image", pooling "the RGB feature vector of each
+frame F_T", ``sigma(F_T)``. So an RGB clip ``(T, H, W, 3)`` is ranked as one vector of all
+``H * W * 3`` values per frame (one ranking, one set of weights for every pixel and channel), and
+the result reshaped back to ``(H, W, 3)``: what Bilen et al.'s ``compute_approximate_dynamic_images``
+does with its ``H x W x D x N`` array (one call of ``vl_nnarpooltemporal`` over all of it), not
+three gray images of the channels pooled apart. For the approximate image, a weighted sum per
+entry, the two agree channel for channel; for the exact image they do not (the SVM's margins and
+norms run over all channels).
+
 Both functions return a :class:`DynamicImage`: the raw vector and the picture Bilen et al.'s code
-shows (``visualize_approximate_dynamic_images.m``: subtract the minimum over the whole image, scale
-the maximum to 255, ``uint8``). Frames are ``(T, H, W)`` or ``(T, H, W, C)``, any real dtype;
-colour frames are pooled as one vector of all channels, as the paper's RGB vector
-``sigma(F_t)``.
+shows (``visualize_approximate_dynamic_images.m``: ``di = di - min(di(:)); di = 255 * di ./
+max(di(:)); uint8(di)``). ``di(:)`` is every entry of the ``H x W x 3`` image, so the scaling to
+0..255 takes one minimum and one maximum over all channels together, as the gray code does over
+its pixels; channels keep their relative strength (a channel that changed little stays dim).
+Frames are ``(T, H, W)`` gray or ``(T, H, W, 3)`` RGB (any channel count C works the same way),
+any real dtype.
 """
 
 from __future__ import annotations
@@ -87,12 +100,14 @@ FEATURE_NORMALIZATION: Normalization = "clip"
 class DynamicImage:
     """A dynamic image.
 
-    ``raw``: float32 array of the frame's shape ``(H, W)`` or ``(H, W, C)``, the pooled vector
+    ``raw``: float32 array of the frame's shape ``(H, W)`` or ``(H, W, 3)``, the pooled vector
     (for :func:`approximate_rank_pooling` in the frames' intensity units times the dimensionless
     weights; for :func:`rank_pooling` the RankSVM's d*, in inverse units of its features
     :func:`rank_pooling_features`).
-    ``image``: uint8 array of the same shape, ``raw`` min-max scaled to 0..255 over the whole image
-    (all channels together) as Bilen et al.'s code displays it; all zeros when ``raw`` is constant.
+    ``image``: uint8 array of the same shape, ``(H, W)`` or ``(H, W, 3)``: ``raw`` min-max scaled
+    to 0..255 over the whole image (one min and one max for all channels together), as Bilen et
+    al.'s ``visualize_approximate_dynamic_images.m`` does (``min(di(:))``, ``max(di(:))``); all
+    zeros when ``raw`` is constant.
     ``scores``: for :func:`rank_pooling`, the (T,) float64 ranking scores ``psi(t | d*)`` of
     equation (2), ``<d*, x_t>`` with ``x_t`` the features the SVM ranked; ``None`` for
     :func:`approximate_rank_pooling`.
@@ -129,12 +144,16 @@ def approximate_rank_pooling(frames: np.ndarray) -> DynamicImage:
 
     Parameters
     ----------
-    frames : (T, H, W) or (T, H, W, C) clip, T >= 2, any real dtype (e.g. uint8 intensities).
+    frames : (T, H, W) gray or (T, H, W, 3) RGB clip, T >= 2, any real dtype (e.g. uint8
+        intensities).
 
     Returns
     -------
-    :class:`DynamicImage`; ``raw`` is ``sum_t alpha_t F_t`` with the weights of
-    :func:`approximate_rank_pooling_weights`, in the frames' intensity units.
+    :class:`DynamicImage`; ``raw`` (float32, (H, W) or (H, W, 3)) is ``sum_t alpha_t F_t`` with
+    the weights of :func:`approximate_rank_pooling_weights`, in the frames' intensity units, the
+    same weights for every pixel and channel (Bilen et al.'s ``vl_nnarpooltemporal`` on the
+    ``H x W x 3 x T`` array); ``image`` (uint8, same shape) its min-max picture over all channels
+    (:func:`display_image`).
     """
     clip = _check_frames(frames)
     weights = approximate_rank_pooling_weights(clip.shape[0])
@@ -155,12 +174,12 @@ def dynamic_image_frames(frames: np.ndarray, onset: int, apex: int) -> np.ndarra
 
     Parameters
     ----------
-    frames : (T, ...) clip.
+    frames : (T, H, W) gray or (T, H, W, 3) RGB clip (any (T, ...) array).
     onset, apex : indices into its first axis, ``0 <= onset < apex < T``.
 
     Returns
     -------
-    The view ``frames[onset : apex + 1]`` (at least 2 frames).
+    The view ``frames[onset : apex + 1]`` (at least 2 frames), of the frames' shape and dtype.
     """
     count = len(frames)
     onset, apex = (_index(value, name) for value, name in ((onset, "onset"), (apex, "apex")))
@@ -249,10 +268,15 @@ def rank_pooling(
     intensities and C = 1 ("none") it is close to the hard-margin regime instead: consecutive
     scores differ by about 1 or more wherever the clip allows it, fitted partly to sensor noise.
 
+    Colour: an RGB clip is one ranking of the whole ``H * W * 3`` frame vector (module
+    docstring). With three equal channels the problem is the gray one in other units: for "clip"
+    and "frame" every channel of d* is the gray d* / sqrt(3), so ``image`` is the gray picture in
+    all three channels; for "none" it is the gray problem with 3 C, divided by 3.
+
     Parameters
     ----------
-    frames : (T, H, W) or (T, H, W, C) clip, T >= 2, any real dtype. For a micro-expression, the
-        onset-to-apex frames (:func:`dynamic_image_frames`).
+    frames : (T, H, W) gray or (T, H, W, 3) RGB clip, T >= 2, any real dtype. For a
+        micro-expression, the onset-to-apex frames (:func:`dynamic_image_frames`).
     C : weight of the summed pairwise hinge losses (> 0), default 1 as in Fernando et al.'s code.
     normalization : "clip" (default), "frame" or "none"; see :func:`rank_pooling_features`.
     tolerance, max_iter : stopping rule of liblinear's dual coordinate descent. A solve that
@@ -260,8 +284,9 @@ def rank_pooling(
 
     Returns
     -------
-    :class:`DynamicImage`; ``raw`` is d* (float32, frame shape), ``image`` its min-max picture,
-    ``scores`` the ranking scores ``<d*, x_t>`` (float64, (T,)).
+    :class:`DynamicImage`; ``raw`` is d* (float32, (H, W) or (H, W, 3)), ``image`` its min-max
+    picture over all channels (uint8, same shape), ``scores`` the ranking scores ``<d*, x_t>``
+    (float64, (T,)).
     """
     from sklearn.svm import LinearSVC
 

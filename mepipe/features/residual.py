@@ -5,8 +5,18 @@ Cropped Gaussian Pyramid. *Front. Neurobot.* 15:746985, section 3.1, equations (
 
 Both images sum, over a few key frames of the clip, the absolute difference of each pixel to the
 clip's start frame: ARS keeps the sum modulo 256 (equation (5)), RRS stretches it to
-[gmin, gmax] (equations (6)-(7)). Frames come in as an array ``(T, H, W)`` or ``(T, H, W, C)`` with
-onset, apex and offset given as indices into its first axis; every function is pure (no I/O).
+[gmin, gmax] (equations (6)-(7)). Frames come in as an array ``(T, H, W)`` (gray) or
+``(T, H, W, 3)`` (RGB; any channel count C works the same way) with onset, apex and offset given
+as indices into its first axis; every function is pure (no I/O).
+
+Colour. The paper defines both images on "the three-channel image (x, y, z)": ``Q_f(x, y, z)``,
+``ares(x, y, z)``, ``diff(x, y, z)`` and ``rres(x, y, z)`` carry the channel z, so the residuals,
+their sum ``diff`` and the modulo are taken channel by channel: the ARS (and ``diff``) of an RGB
+clip is, channel for channel, the gray ARS of that channel alone. RRS is not separable that way:
+equation (7) stretches with ``min(diff)`` and ``max(diff)`` of the whole array (below), one range
+for the three channels, so an RRS channel equals the gray RRS of that channel only up to an affine
+map (the channel's own range inside the joint one). The paper writes no per-channel
+normalisation: nothing in section 3.1 scales a channel on its own.
 
 Readings chosen where the paper is ambiguous
 --------------------------------------------
@@ -27,8 +37,11 @@ with wrap-around. Float frames are taken to be on the 0..255 scale; their modulo
 remainder.
 
 Equation (7), the range: ``min(diff)`` and ``max(diff)`` run over the whole ``diff`` array, all
-pixels and all channels ``(x, y, z)`` as written, so colour ratios between channels are kept. A
-constant ``diff`` (``max == min``, e.g. a static clip) has no range to stretch; it maps to ``gmin``.
+pixels and all channels ``(x, y, z)``: the paper writes them without coordinates, next to
+``diff(x, y, z)`` with all three, and a per-channel range would be a min over (x, y) at each z,
+which it does not write. One range keeps the ratios between channels (a channel that barely moved
+stays dark instead of being stretched to full scale like the others). A constant ``diff``
+(``max == min``, e.g. a static clip) has no range to stretch; it maps to ``gmin``.
 """
 
 from __future__ import annotations
@@ -100,15 +113,16 @@ def residual_sum(frames: np.ndarray, onset: int, apex: int, offset: int, n_key: 
 
     Parameters
     ----------
-    frames : (T, H, W) or (T, H, W, C) array of a clip, integer or float pixel values (0..255 for
-        8-bit video). The residual is taken per channel for colour frames.
+    frames : (T, H, W) gray or (T, H, W, 3) RGB array of a clip (any channel count C), integer
+        or float pixel values (0..255 for 8-bit video, e.g. uint8). The residual is taken per
+        channel for colour frames, as equation (6) writes ``diff(x, y, z)``.
     onset, apex, offset : indices into ``frames``' first axis (see :func:`select_residual_frames`).
     n_key : N_key of equation (3), default 5.
 
     Returns
     -------
-    (H, W) or (H, W, C) array of exact sums, in pixel-value units: int64 for integer frames,
-    float64 for float frames.
+    (H, W) or (H, W, 3) array of exact sums, in pixel-value units: int64 for integer frames,
+    float64 for float frames. Channel z is the gray result of ``frames[..., z]`` alone.
     """
     clip = _check_frames(frames)
     selection = _select_in_clip(clip.shape[0], onset, apex, offset, n_key)
@@ -127,15 +141,16 @@ def absolute_residual_sum(
 
     Parameters
     ----------
-    frames : (T, H, W) or (T, H, W, C) array of a clip, integer or float pixel values on the
-        0..255 scale (8-bit video); per channel for colour frames.
+    frames : (T, H, W) gray or (T, H, W, 3) RGB array of a clip (any channel count C), integer
+        or float pixel values on the 0..255 scale (8-bit video, e.g. uint8).
     onset, apex, offset : indices into ``frames``' first axis (see :func:`select_residual_frames`).
     n_key : N_key of equation (3), default 5.
 
     Returns
     -------
-    (H, W) or (H, W, C) float32 in [0, 256): whole numbers 0..255 for integer frames. The sum is
-    exact and reduced modulo 256 once (see the module docstring for this reading).
+    (H, W) or (H, W, 3) float32 in [0, 256): whole numbers 0..255 for integer frames. The sum is
+    exact and reduced modulo 256 once (see the module docstring for this reading). Computed per
+    channel, ``ares(x, y, z)`` of equation (5): channel z is the gray ARS of ``frames[..., z]``.
     """
     total = residual_sum(frames, onset, apex, offset, n_key)
     return np.mod(total, 256).astype(np.float32)
@@ -153,16 +168,19 @@ def relative_residual_sum(
 
     Parameters
     ----------
-    frames : (T, H, W) or (T, H, W, C) array of a clip, integer or float pixel values.
+    frames : (T, H, W) gray or (T, H, W, 3) RGB array of a clip (any channel count C), integer
+        or float pixel values (e.g. uint8).
     onset, apex, offset : indices into ``frames``' first axis (see :func:`select_residual_frames`).
     n_key : N_key of equation (3), default 5.
     value_range : (gmin, gmax) of equation (7), default (0, 255) as in the paper.
 
     Returns
     -------
-    (H, W) or (H, W, C) float32 in [gmin, gmax]: ``(diff - min(diff)) / (max(diff) - min(diff))
-    * (gmax - gmin) + gmin`` with min and max over all pixels and channels; ``gmin`` everywhere
-    when ``diff`` is constant.
+    (H, W) or (H, W, 3) float32 in [gmin, gmax]: ``(diff - min(diff)) / (max(diff) - min(diff))
+    * (gmax - gmin) + gmin``, evaluated in float64 and rounded to float32 once, with ``diff``
+    per channel (equation (6)) and one min and one max over all pixels and channels (equation (7)
+    as written; see the module docstring), so an RGB result is not three gray RRS images side by
+    side; ``gmin`` everywhere when ``diff`` is constant.
     """
     gmin, gmax = (float(v) for v in value_range)
     if not gmin < gmax:
