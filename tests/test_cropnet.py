@@ -144,8 +144,9 @@ def test_augment_flip_and_identity_and_range():
     assert not torch.allclose(jittered, images) and jittered.min() >= 0 and jittered.max() <= 1
     # contrast 0.2 .. 1.8 and brightness move the mean and spread independently per sample
     assert len({round(float(s), 4) for s in jittered.flatten(1).std(1)}) == 4
-    with pytest.raises(ValueError, match=r"grayscale images \(B, 1, H, W\), got shape \(1, 3, 8, 8\)"):
-        paper_augment(torch.rand(1, 3, 8, 8), rng, _options())
+    # colour (3 channels) and gray (1) are augmented (colour: tests/test_model_inputs.py); nothing else
+    with pytest.raises(ValueError, match=r"gray \(B, 1, H, W\) images, got shape \(1, 2, 8, 8\)"):
+        paper_augment(torch.rand(1, 2, 8, 8), rng, _options())
 
 
 def test_rotation_turns_clockwise_about_the_centre():

@@ -3,7 +3,9 @@
 Front. Neurobot. 15:746985), in plain PyTorch.
 
 Input: float tensor (B, in_chans, S, S), an ARS or RRS residual-sum image (section 3.1); the paper
-feeds S = 320. Output: logits (B, num_classes); :meth:`CropNet.forward_features` gives the spliced
+feeds S = 320 and computes the residual sums on "the three-channel image" (eq. (5)), so its input
+is colour, ``in_chans`` = 3 (the recipe's, from the store's 320 px colour variant); ``in_chans`` = 1
+runs a gray residual image. Output: logits (B, num_classes); :meth:`CropNet.forward_features` gives the spliced
 feature vector (B, 10 x 24) before the classifier.
 
 Architecture (sections 3.2.2-3.2.4, Figure 3; sizes for S = 320)::
@@ -24,10 +26,11 @@ Parameters: the paper states "approximately 7.6M" (section 3.2.1). That is ReXNe
 ImageNet count (Han et al. 2020: 7.6 M; ``rexnet(width_mult=1.3, num_classes=1000, in_chans=3)``
 here has 7,557,091, and ReXNet-1.0x 4,796,873 against the published 4.8 M), the extractor the
 paper pre-trains on ImageNet (section 3.2.3).
-CropNet in its micro-expression configuration (``cropnet()``: 1 channel, 3 classes) has 5,932,234:
-the 1000-way ImageNet classifier (1,665,000 parameters) is replaced by the 24-way feature layer
-(39,960), the 240 -> 3 classifier (723) and the 9 x 24 position embeddings; the single-channel
-stem has 756 fewer weights; the other 5.89 M are the same ReXNet-1.3x weights.
+CropNet in its micro-expression configuration (``cropnet(in_chans=3)``: colour, 3 classes) has
+5,932,990: the 1000-way ImageNet classifier (1,665,000 parameters) is replaced by the 24-way
+feature layer (39,960), the 240 -> 3 classifier (723) and the 9 x 24 position embeddings; the
+other 5.89 M are the same ReXNet-1.3x weights. On one gray channel (``cropnet()``, the default
+``in_chans`` = 1) the stem has 756 fewer weights: 5,932,234.
 
 Readings chosen where the paper leaves a choice open:
 

@@ -2,14 +2,15 @@
 micro-expression recognition incorporating vertical attention and position localization"
 (anonymous, under review; ``/work/shared/papers/cva-fpf-swin-au.md``), in plain PyTorch.
 
-Inputs: ``frames`` (B, 2, S, S) float, channel 0 the onset and channel 1 the apex frame (the
-paper feeds 224 x 224 faces), and ``action_units`` (B, 21) in {0, 1}, the AU activity vector
+Inputs: ``frames`` (B, 2 C, S, S) float, the onset frame's C channels then the apex frame's (C =
+``in_chans``: 3 for colour, R, G, B, the project's variant for this model; 1 for gray; the paper
+feeds 224 x 224 faces), and ``action_units`` (B, 21) in {0, 1}, the AU activity vector
 (Section 3.3). Output: logits (B, num_classes). :meth:`CVANet.forward_features` gives the MLP's
 input (B, 512 * (S/16)^2 + 21): the flattened fused map with the AU vector appended.
 
 Layout (Figure 1; sizes for S = 224)::
 
-    motion stream    apex - onset (1 x 224 x 224)
+    motion stream    apex - onset (C x 224 x 224)
                      CVA block (Section 3.1): four CVA modules, each halving the map
                        64 x 112 x 112 -> 128 x 56 x 56 -> 256 x 28 x 28 -> 512 x 14 x 14  = F_M
     position stream  onset and apex separately through one FPF (Section 3.2), a Swin Transformer:
@@ -429,6 +430,8 @@ class CVANet(nn.Module):
     ----------
     num_classes : outputs (3 for the composite protocol; the paper uses 5).
     image_size : side S of the onset/apex frames (224, the paper's; a multiple of 16).
+    in_chans : channels C of each frame: 1 (gray, the default) or 3 (colour); ``frames`` is then
+        (B, 2 C, S, S), the onset's C channels first.
     attention : ``vertical`` (the paper's), ``horizontal`` or ``both`` (Table 3).
     continuous : pass attention maps between CVA modules (True, the paper's) or not (Table 4).
     position : FPF encoder, ``swin`` (the paper's) or ``vit`` (Table 5).
@@ -443,8 +446,10 @@ class CVANet(nn.Module):
     def __init__(self, num_classes: int = 3, image_size: int = 224, attention: str = "vertical",
                  continuous: bool = True, position: str = "swin", frames: str = "both", use_au: bool = True,
                  num_aus: int = 21, window: int = 7, drop_path: float = 0.1, head_input: str = "flatten",
-                 mlp_hidden: int = 256, dropout: float = 0.5) -> None:
+                 mlp_hidden: int = 256, dropout: float = 0.5, in_chans: int = 1) -> None:
         super().__init__()
+        if in_chans < 1:
+            raise ValueError(f"in_chans must be >= 1 channels per frame, got {in_chans}")
         if position not in FPF_KINDS:
             raise ValueError(f"position must be one of {', '.join(FPF_KINDS)}, got {position!r}")
         if frames not in FRAME_CHOICES:
@@ -454,12 +459,12 @@ class CVANet(nn.Module):
         if image_size % STRIDE:
             raise ValueError(f"image_size must be a multiple of {STRIDE}, got {image_size}")
         self.image_size, self.frames, self.use_au, self.num_aus = image_size, frames, use_au, num_aus
-        self.head_input = head_input
-        self.motion = CVABlock(1, attention=attention, continuous=continuous)
+        self.head_input, self.in_chans = head_input, in_chans
+        self.motion = CVABlock(in_chans, attention=attention, continuous=continuous)
         if position == "swin":
-            self.position = SwinTransformer(image_size, 1, window=window, drop_path=drop_path)
+            self.position = SwinTransformer(image_size, in_chans, window=window, drop_path=drop_path)
         else:
-            self.position = PositionViT(image_size, 1, dim=self.motion.out_channels)
+            self.position = PositionViT(image_size, in_chans, dim=self.motion.out_channels)
         if self.position.out_channels != self.motion.out_channels:
             raise ValueError(f"the FPF gives {self.position.out_channels} channels, the CVA block "
                              f"{self.motion.out_channels}: they must match to be summed")
@@ -483,10 +488,10 @@ class CVANet(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def _check(self, frames: Tensor, action_units: Tensor | None) -> None:
-        expected = (2, self.image_size, self.image_size)
+        expected = (2 * self.in_chans, self.image_size, self.image_size)
         if frames.ndim != 4 or tuple(frames.shape[1:]) != expected:
-            raise ValueError(f"CVANet expects frames (B, 2, {self.image_size}, {self.image_size}) with onset and apex "
-                             f"as channels, got {tuple(frames.shape)}")
+            raise ValueError(f"CVANet expects frames (B, {expected[0]}, {self.image_size}, {self.image_size}) with onset "
+                             f"and apex as channels ({self.in_chans} each), got {tuple(frames.shape)}")
         if self.use_au:
             if action_units is None:
                 raise ValueError("CVANet was built with use_au=True but got no action-unit vectors")
@@ -496,17 +501,19 @@ class CVANet(nn.Module):
 
     def motion_features(self, frames: Tensor) -> Tensor:
         """F_M: the CVA block on apex - onset, (B, 512, S/16, S/16)."""
-        return self.motion(frames[:, 1:2] - frames[:, 0:1])
+        c = self.in_chans
+        return self.motion(frames[:, c:2 * c] - frames[:, :c])
 
     def position_features(self, frames: Tensor) -> Tensor:
         """F_POS: the FPF of each chosen frame, summed, (B, 512, S/16, S/16)."""
+        c = self.in_chans
         if self.frames == "both":
             # one pass over the onsets and apexes stacked on the batch axis: the same encoder for both
-            both = self.position(torch.cat([frames[:, 0:1], frames[:, 1:2]], dim=0))
+            both = self.position(torch.cat([frames[:, :c], frames[:, c:2 * c]], dim=0))
             onset, apex = both.chunk(2, dim=0)
             return onset + apex
-        channel = 1 if self.frames == "apex" else 0
-        return self.position(frames[:, channel:channel + 1])
+        first = c if self.frames == "apex" else 0
+        return self.position(frames[:, first:first + c])
 
     def forward_features(self, frames: Tensor, action_units: Tensor | None = None) -> Tensor:
         """The MLP's input (B, num_features): (F_M + F_POS) flattened (or pooled), then the AU bits."""

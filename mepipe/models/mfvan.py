@@ -2,19 +2,21 @@
 ("Multi-scale fusion visual attention network for facial micro-expression recognition",
 Front. Neurosci. 17:1216181), in plain PyTorch.
 
-Input: the ``face`` artifact's (onset, apex) pair, float (B, 2, H, W) in 0..1 with H = W a
-multiple of ``4 * tokens_per_side``; the paper works on 224 x 224 faces. Output: logits
+Input: the ``face`` artifact's (onset, apex) pair, float (B, 2 C, H, W) in 0..1, the onset's C
+channels then the apex's (C = ``in_chans``: 3 for colour, R, G, B, the variant the recipe reads;
+1 for gray, the default), with H = W a multiple of ``4 * tokens_per_side``; we work on 224 x 224
+faces (the paper gives no size). Output: logits
 (B, num_classes); :meth:`MFVAN.forward_outputs` gives everything the losses of equation (9) need.
 
 Architecture (feature maps for the default 224 x 224 input, ``tokens_per_side`` s = 14)::
 
     identity removal (section 3.1, Figure 3)
-      teacher  Conv3x3 /2 1->32, Conv3x3 /2 32->64, 4 residual blocks (64), Deconv x2 64->32, Deconv x2 32->1
+      teacher  Conv3x3 /2 C->32, Conv3x3 /2 32->64, 4 residual blocks (64), Deconv x2 64->32, Deconv x2 32->C
                (pre-trained to reconstruct every frame, eq. (1); then maps apex -> onset, eq. (2))
-      student  Conv3x3 /2 1->32 (E1: 112 x 112 x 32), Conv3x3 /2 32->64 (E2: 56 x 56 x 64),
-               Deconv x2 64->32, Deconv x2 32->1: maps apex -> onset, eq. (3)
+      student  Conv3x3 /2 C->32 (E1: 112 x 112 x 32), Conv3x3 /2 32->64 (E2: 56 x 56 x 64),
+               Deconv x2 64->32, Deconv x2 32->C: maps apex -> onset, eq. (3)
     scales (section 3.2)                                   map              patch   tokens
-      1  change image      apex - identity image           224 x 224 x 1    16      14 x 14
+      1  change image      apex - identity image           224 x 224 x C    16      14 x 14
       2  change features   E1(apex) - E1(identity image)   112 x 112 x 32    8      14 x 14
       3  change features   E2(apex) - E2(identity image)    56 x  56 x 64    4      14 x 14
     per scale: BatchNorm, patch embedding (conv, kernel = stride = patch) -> q = ``dim``, class token,
@@ -105,37 +107,40 @@ class ResidualBlock(nn.Module):
 
 class TeacherAutoencoder(nn.Module):
     """The teacher of section 3.1: "multiple residual modules at the image encoder and then
-    returned to the original image by deconvolution". (B, 1, H, W) in 0..1 -> (B, 1, H, W) in 0..1."""
+    returned to the original image by deconvolution". (B, C, H, W) in 0..1 -> (B, C, H, W) in 0..1,
+    C = ``in_chans``."""
 
-    def __init__(self, width: int = 32, blocks: int = 4) -> None:
+    def __init__(self, width: int = 32, blocks: int = 4, in_chans: int = 1) -> None:
         super().__init__()
-        self.encoder = nn.Sequential(_conv_bn_relu(1, width, 2), _conv_bn_relu(width, 2 * width, 2),
+        self.encoder = nn.Sequential(_conv_bn_relu(in_chans, width, 2), _conv_bn_relu(width, 2 * width, 2),
                                      *[ResidualBlock(2 * width) for _ in range(blocks)])
-        self.decoder = nn.Sequential(_deconv_bn_relu(2 * width, width), nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1))
+        self.decoder = nn.Sequential(_deconv_bn_relu(2 * width, width),
+                                     nn.ConvTranspose2d(width, in_chans, 4, stride=2, padding=1))
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.sigmoid(self.decoder(self.encoder(x)))
 
 
 class StudentAutoencoder(nn.Module):
-    """The shallow student of section 3.1: apex -> onset. (B, 1, H, W) in 0..1 -> (B, 1, H, W) in 0..1.
+    """The shallow student of section 3.1: apex -> onset. (B, C, H, W) in 0..1 -> (B, C, H, W) in 0..1.
 
     :meth:`encode` also returns its two encoder maps, E1 (B, width, H/2, W/2) and E2
     (B, 2 width, H/4, W/4): the second and third scales of the transformer.
     """
 
-    def __init__(self, width: int = 32) -> None:
+    def __init__(self, width: int = 32, in_chans: int = 1) -> None:
         super().__init__()
-        self.layer1 = _conv_bn_relu(1, width, 2)
+        self.layer1 = _conv_bn_relu(in_chans, width, 2)
         self.layer2 = _conv_bn_relu(width, 2 * width, 2)
-        self.decoder = nn.Sequential(_deconv_bn_relu(2 * width, width), nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1))
+        self.decoder = nn.Sequential(_deconv_bn_relu(2 * width, width),
+                                     nn.ConvTranspose2d(width, in_chans, 4, stride=2, padding=1))
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         first = self.layer1(x)
         return first, self.layer2(first)
 
     def decode(self, deepest: Tensor) -> Tensor:
-        """E2 (B, 2 width, H/4, W/4) -> the onset image (B, 1, H, W) in 0..1."""
+        """E2 (B, 2 width, H/4, W/4) -> the onset image (B, C, H, W) in 0..1."""
         return torch.sigmoid(self.decoder(deepest))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -145,15 +150,15 @@ class StudentAutoencoder(nn.Module):
 class IdentityRemoval(nn.Module):
     """Teacher and student (section 3.1); :meth:`change_maps` gives the identity-removed scales."""
 
-    def __init__(self, width: int = 32, teacher_blocks: int = 4) -> None:
+    def __init__(self, width: int = 32, teacher_blocks: int = 4, in_chans: int = 1) -> None:
         super().__init__()
-        self.teacher = TeacherAutoencoder(width, teacher_blocks)
-        self.student = StudentAutoencoder(width)
+        self.teacher = TeacherAutoencoder(width, teacher_blocks, in_chans)
+        self.student = StudentAutoencoder(width, in_chans)
 
     @property
     def map_channels(self) -> tuple[int, int, int]:
-        width = self.student.layer1[0].out_channels
-        return (1, width, 2 * width)
+        first = self.student.layer1[0]
+        return (first.in_channels, first.out_channels, 2 * first.out_channels)
 
 
 class ScaleTransformer(nn.Module):
@@ -187,13 +192,16 @@ class ScaleTransformer(nn.Module):
 
 
 class MFVAN(nn.Module):
-    """See the module docstring. ``forward(faces)`` -> logits (B, num_classes)."""
+    """See the module docstring. ``forward(faces)`` -> logits (B, num_classes); ``faces`` (B, 2 C,
+    H, W), C = ``in_chans`` channels per frame (3 colour, 1 gray)."""
 
     def __init__(self, num_classes: int = 3, identity_removal: bool = True, scales: int = 3, theta: float = 1.0,
                  identity_source: str = "onset", image_size: int = 224, tokens_per_side: int = 14, dim: int = 192,
                  depth: int = 4, heads: int = 3, mlp_ratio: float = 4.0, width: int = 32, teacher_blocks: int = 4,
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, in_chans: int = 1) -> None:
         super().__init__()
+        if in_chans < 1:
+            raise ValueError(f"in_chans must be >= 1 channels per frame, got {in_chans}")
         if scales not in (1, 2, 3):
             raise ValueError(f"scales must be 1, 2 or 3 (image, + first, + second conv map), got {scales}")
         if identity_source not in IDENTITY_SOURCES:
@@ -205,8 +213,9 @@ class MFVAN(nn.Module):
             raise ValueError(f"theta must be >= 0 (in units of the uniform weight 1/k), got {theta}")
         self.num_classes, self.identity_removal, self.scales = num_classes, identity_removal, scales
         self.theta, self.identity_source, self.image_size = theta, identity_source, image_size
+        self.in_chans = in_chans
         self.tokens = tokens_per_side ** 2
-        self.removal = IdentityRemoval(width, teacher_blocks)
+        self.removal = IdentityRemoval(width, teacher_blocks, in_chans)
         self.transformers = nn.ModuleList(
             ScaleTransformer(channels, image_size // (tokens_per_side * 2 ** index), self.tokens, dim, depth, heads,
                              mlp_ratio, dropout)
@@ -216,15 +225,17 @@ class MFVAN(nn.Module):
                                     nn.Linear(dim, num_classes))
 
     def _check_input(self, faces: Tensor) -> None:
-        if faces.ndim != 4 or faces.shape[1] != 2 or tuple(faces.shape[-2:]) != (self.image_size, self.image_size):
-            raise ValueError(f"MFVAN expects (onset, apex) faces of shape (B, 2, {self.image_size}, "
+        channels = 2 * self.in_chans
+        if faces.ndim != 4 or faces.shape[1] != channels or tuple(faces.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(f"MFVAN expects (onset, apex) faces of shape (B, {channels}, {self.image_size}, "
                              f"{self.image_size}), got {tuple(faces.shape)}")
 
     def scale_maps(self, faces: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:
         """The maps the transformers read (section 3.1 and the module docstring's table) and the
-        teacher's and student's onset reconstructions of the apex (B, 1, H, W)."""
+        teacher's and student's onset reconstructions of the apex (B, C, H, W)."""
         self._check_input(faces)
-        onset, apex = faces[:, 0:1], faces[:, 1:2]
+        c = self.in_chans
+        onset, apex = faces[:, :c], faces[:, c:2 * c]
         apex_maps = [apex, *self.removal.student.encode(apex)]
         student_onset = self.removal.student.decode(apex_maps[2])
         reconstructions = {"student": student_onset}
@@ -290,7 +301,7 @@ def mask_loss(attentions: list[Tensor], kept: list[Tensor]) -> Tensor:
 
 def reconstruction_losses(model: MFVAN, faces: Tensor, outputs: dict) -> dict[str, Tensor]:
     """L_teacher and L_student, eq. (2)-(3): mean squared error of each onset reconstruction."""
-    onset = faces[:, 0:1]
+    onset = faces[:, :model.in_chans]
     return {name: F.mse_loss(image, onset) for name, image in outputs["reconstructions"].items()}
 
 

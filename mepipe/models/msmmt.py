@@ -4,8 +4,10 @@ patch weighting of the last encoder layer from the first L-1 layers' attention, 
 classifier on the concatenated class tokens.
 
 Input: float tensor (B, C, m, m), the modalities' channels stacked in ``modalities`` order:
-``dynamic`` (1 channel, the dynamic image of section 3.1) and ``flow`` (3 channels, u, v and the
-optical strain of the Eulerian-magnified clip, section 3.2 and Figure 3). Output: logits
+``dynamic`` (the dynamic image of section 3.1, "a standard RGB image": ``dynamic_chans`` = 3
+channels R, G, B, as the recipe reads the store's colour variant, or 1 for a gray dynamic image,
+the default) and ``flow`` (3 channels, u, v and the optical strain of the Eulerian-magnified clip,
+section 3.2 and Figure 3). Output: logits
 (B, num_classes); :meth:`MSMMT.forward_features` gives the fused features (B, M * S * D) before
 the classifier (M modalities, S scales, D the ViT width), :meth:`MSMMT.modality_features` each
 modality's F_final (equation (18)) for the contrastive loss.
@@ -52,8 +54,9 @@ Readings chosen where the paper leaves a choice open:
   last ViT layer; a final LayerNorm precedes the class token, as in ViT.
 - Fusion (section 3.3.3): the paper gives neither the width of FC1 nor the dropout rate; FC1 has
   ``hidden`` = D units (768 for ViT-B) and dropout 0.5.
-- A dynamic image is an RGB image in the paper; the store's is grayscale (1 channel), so the
-  dynamic ViT's patch embedding takes 1 channel.
+- A dynamic image is an RGB image in the paper (section 3.1); the store's colour variant keeps its
+  three channels, so the dynamic ViT's patch embedding takes ``dynamic_chans`` = 3 channels (1 for
+  a gray dynamic image).
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ __all__ = [
     "PATCH",
     "VIT_SIZES",
     "MultiScaleViT",
+    "modality_channels",
     "msmmt",
     "patch_weights",
     "scale_sides",
@@ -83,8 +87,16 @@ __all__ = [
 PATCH = 16
 #: name -> (width D, encoder layers L, heads H). ``base`` is the paper's ViT-B (section 4.4).
 VIT_SIZES: dict[str, tuple[int, int, int]] = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12)}
-#: Channels of each modality in the stacked input, in this order within a modality.
+#: Channels of each modality in the stacked input, in this order within a modality, for a gray
+#: dynamic image; a colour one has 3 (``MSMMT(dynamic_chans=3)``, :func:`modality_channels`).
 MODALITY_CHANNELS: dict[str, int] = {"dynamic": 1, "flow": 3}
+
+
+def modality_channels(dynamic_chans: int = 1) -> dict[str, int]:
+    """Channels of each modality with a dynamic image of ``dynamic_chans`` channels (1 or 3)."""
+    if dynamic_chans not in (1, 3):
+        raise ValueError(f"dynamic_chans must be 1 (gray) or 3 (RGB), got {dynamic_chans}")
+    return {**MODALITY_CHANNELS, "dynamic": dynamic_chans}
 
 
 def scale_sides(image_size: int, scales: int) -> list[int]:
@@ -204,7 +216,8 @@ class MSMMT(nn.Module):
 
     def __init__(self, num_classes: int = 3, size: str = "small", image_size: int = 224, scales: int = 3,
                  modalities: Sequence[str] = ("dynamic", "flow"), patch_weighting: bool = True,
-                 hidden: int | None = None, dropout: float = 0.5, encoder_dropout: float = 0.0) -> None:
+                 hidden: int | None = None, dropout: float = 0.5, encoder_dropout: float = 0.0,
+                 dynamic_chans: int = 1) -> None:
         super().__init__()
         if size not in VIT_SIZES:
             raise ValueError(f"MSMMT size must be one of {', '.join(VIT_SIZES)}, got {size!r}")
@@ -215,9 +228,10 @@ class MSMMT(nn.Module):
                              f"got {modalities!r}")
         dim, depth, heads = VIT_SIZES[size]
         self.modalities, self.image_size, self.scales, self.dim = modalities, image_size, scales, dim
-        self.in_chans = sum(MODALITY_CHANNELS[name] for name in modalities)
+        self.channels = modality_channels(dynamic_chans)
+        self.in_chans = sum(self.channels[name] for name in modalities)
         self.branches = nn.ModuleDict({
-            name: MultiScaleViT(MODALITY_CHANNELS[name], image_size, dim, depth, heads, scales, patch_weighting,
+            name: MultiScaleViT(self.channels[name], image_size, dim, depth, heads, scales, patch_weighting,
                                 encoder_dropout)
             for name in modalities})
         self.num_features = len(modalities) * scales * dim
@@ -231,7 +245,7 @@ class MSMMT(nn.Module):
 
     def _check_input(self, x: Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_chans or x.shape[-2:] != (self.image_size, self.image_size):
-            layout = " + ".join(f"{name} {MODALITY_CHANNELS[name]}" for name in self.modalities)
+            layout = " + ".join(f"{name} {self.channels[name]}" for name in self.modalities)
             raise ValueError(f"MSMMT expects input (B, {self.in_chans}, {self.image_size}, {self.image_size}) "
                              f"(channels {layout}), got shape {tuple(x.shape)}")
 
@@ -240,7 +254,7 @@ class MSMMT(nn.Module):
         self._check_input(x)
         features, start = [], 0
         for name in self.modalities:
-            stop = start + MODALITY_CHANNELS[name]
+            stop = start + self.channels[name]
             features.append(self.branches[name](x[:, start:stop]))
             start = stop
         return features
@@ -275,7 +289,7 @@ class MSMMT(nn.Module):
 
 def msmmt(num_classes: int = 3, size: str = "small", image_size: int = 224, scales: int = 3,
           modalities: Sequence[str] = ("dynamic", "flow"), patch_weighting: bool = True, hidden: int | None = None,
-          dropout: float = 0.5, encoder_dropout: float = 0.0) -> MSMMT:
+          dropout: float = 0.5, encoder_dropout: float = 0.0, dynamic_chans: int = 1) -> MSMMT:
     """MSMMT with a ``size`` ViT (tiny, small, base: :data:`VIT_SIZES`) per modality.
 
     image_size : m, the first scale's side (a multiple of 16; the paper's ViT-B runs at 224).
@@ -284,9 +298,11 @@ def msmmt(num_classes: int = 3, size: str = "small", image_size: int = 224, scal
     patch_weighting : equations (10)-(16) before the last layer; False feeds Z_{L-1} unchanged.
     hidden : FC1 width (default the ViT width). dropout : after FC1 (0.5).
     encoder_dropout : inside the encoder layers (0, ViT-B's fine-tuning value).
+    dynamic_chans : channels of the dynamic image, 3 (RGB, the paper's) or 1 (gray, the default).
     """
     return MSMMT(num_classes=num_classes, size=size, image_size=image_size, scales=scales, modalities=modalities,
-                 patch_weighting=patch_weighting, hidden=hidden, dropout=dropout, encoder_dropout=encoder_dropout)
+                 patch_weighting=patch_weighting, hidden=hidden, dropout=dropout, encoder_dropout=encoder_dropout,
+                 dynamic_chans=dynamic_chans)
 
 
 def vit_parameter_count(size: str = "base", in_chans: int = 3, image_size: int = 224) -> int:

@@ -15,6 +15,7 @@ from torch import nn
 
 from mepipe.models.training import History, Inputs, TrainConfig, call_model, fit, subject_split
 from mepipe.pipeline.load import LoadedData
+from mepipe.pipeline.variants import ModelInputs
 
 
 class OptionError(ValueError):
@@ -52,11 +53,14 @@ class FoldOutput:
 
 
 class Recipe(ABC):
-    """A paper's training procedure; subclasses set ``name``, ``artifacts`` and ``Options``."""
+    """A paper's training procedure; subclasses set ``name``, ``artifacts``, ``Options`` and
+    ``inputs_spec``, the :class:`~mepipe.pipeline.variants.ModelInputs` its paper describes (its
+    ``artifacts`` are the recipe's)."""
 
     name: str = ""
     artifacts: tuple[str, ...] = ()
     Options: type = object
+    inputs_spec: ModelInputs | None = None
 
     @abstractmethod
     def inputs(self, data: LoadedData, options) -> torch.Tensor | Inputs:
@@ -110,10 +114,62 @@ def fit_with_validation(model, x, y, groups, config: TrainConfig, *, seed: int, 
     return fit(model, x, y, config, seed=seed, device=device, **kwargs)
 
 
-def apex_frames(data: LoadedData, size: int) -> torch.Tensor:
-    """(N, 1, size, size) float in 0..1: the ``face`` artifact's apex channel (eyes masked)."""
+#: Images stacked in one sample of each fixed-size image artifact: face (onset, apex), residual
+#: (ARS, RRS), dynamic (one image). A colour variant stores each image as 3 channels (R, G, B),
+#: image by image: face (onset_r, onset_g, onset_b, apex_r, apex_g, apex_b).
+IMAGES_PER_SAMPLE = {"face": 2, "residual": 2, "dynamic": 1}
+
+
+def _first_sample(data: LoadedData, index: int = 0) -> str:
+    ids = data.meta.get("sample_id")
+    return str(ids[index]) if ids is not None and len(ids) > index else f"(no samples of {data.dataset})"
+
+
+def image_channels(data: LoadedData, name: str, model: str, what: str) -> int:
+    """Channels of each image of the fixed-size artifact ``name``: 1 (gray) or 3 (colour, RGB).
+
+    The layout is read from ``data.channels`` where the store names the channels, else from the
+    array's channel count (``IMAGES_PER_SAMPLE`` images of 1 or 3 channels). Anything else is a
+    ValueError of one line naming the sample, the shape found and the shapes ``model`` reads.
+    """
+    images = IMAGES_PER_SAMPLE[name]
+    array = np.asarray(data.arrays[name])
+    named = (getattr(data, "channels", None) or {}).get(name)
+    count = len(named) if named else (array.shape[1] if array.ndim == 4 else -1)
+    square = array.ndim == 4 and array.shape[2] == array.shape[3]
+    if not square or count != array.shape[1] or count not in (images, 3 * images):
+        found = tuple(array.shape[1:]) if array.ndim >= 1 else ()
+        raise ValueError(f"sample {_first_sample(data)}: {name} is {found}; {model} reads {what} as "
+                         f"({images}, S, S) gray or ({3 * images}, S, S) colour")
+    return count // images
+
+
+def clip_channels(data: LoadedData, name: str, model: str) -> int:
+    """Channels of the ragged clips ``name`` (``frames``): 1 for gray (T, S, S), 3 for colour
+    (T, S, S, 3) RGB; ValueError of one line naming the first sample whose clip is neither, or
+    whose layout differs from the first clip's."""
+    clips = data.arrays[name]
+    layout = None
+    for index, clip in enumerate(clips):
+        shape = np.shape(clip)
+        square = len(shape) >= 3 and shape[1] == shape[2] and shape[0] >= 1
+        kind = 1 if square and len(shape) == 3 else 3 if square and len(shape) == 4 and shape[3] == 3 else None
+        if kind is None or (layout is not None and kind != layout):
+            expected = {None: "(T, S, S) gray or (T, S, S, 3) colour", 1: "(T, S, S) gray, as the clips before it",
+                        3: "(T, S, S, 3) colour, as the clips before it"}[layout]
+            raise ValueError(f"sample {_first_sample(data, index)}: its {name} clip is {tuple(shape)}; "
+                             f"{model} reads {expected}, T >= 1")
+        layout = kind
+    return layout or 1
+
+
+def apex_frames(data: LoadedData, size: int, model: str = "an apex-frame model") -> torch.Tensor:
+    """(N, C, size, size) float in 0..1: the ``face`` artifact's apex image, C = 1 for a gray
+    variant (channel 1 of (onset, apex)) and 3 for a colour one (channels 3..5, apex R, G, B).
+    Whether its eyes are masked is the variant's (MobileViT's is masked; see ``docs/models/inputs.md``)."""
+    channels = image_channels(data, "face", model, "onset and apex")
     face = np.asarray(data.arrays["face"])
-    apex = torch.from_numpy(face[:, 1:2].astype(np.float32) / 255.0)
+    apex = torch.from_numpy(face[:, channels:2 * channels].astype(np.float32) / 255.0)
     return resize(apex, size)
 
 

@@ -13,12 +13,51 @@ import torch.nn.functional as F
 from torch import nn
 
 from mepipe.models.recipes.base import (FoldData, FoldOutput, Recipe, RunContext, batch_one_predictor, epoch_logger,
-                                        resize, standardiser)
+                                        image_channels, resize, standardiser)
 from mepipe.models.training import History, balanced_order, predict_logits, split_decay
 from mepipe.pipeline.load import LoadedData
+from mepipe.pipeline.variants import ModelInputs, Source, Variant
 
-#: The residual artifact's channels, in stored order (``mepipe.pipeline.artifacts``).
+#: The residual artifact's images, in stored order (``mepipe.pipeline.artifacts``): gray (ars, rrs),
+#: colour (ars_r, ars_g, ars_b, rrs_r, rrs_g, rrs_b).
 RESIDUAL_CHANNELS = ("ars", "rrs")
+#: ITU-R BT.601 luma weights, torchvision's ``rgb_to_grayscale``.
+LUMA = (0.2989, 0.587, 0.114)
+
+#: What CropNet reads (Zhao, Chen & Luo 2021, ``/work/shared/papers/ars-rrs-cropnet-cgpo.md``).
+INPUTS = ModelInputs(
+    model="cropnet",
+    paper="Zhao, Chen & Luo 2021",
+    variant=Variant(size=320, colour=True, eye_fill="none"),
+    artifacts=("residual",),
+    frames="onset .. end (the apex, or onset + 10 frames when the apex is nearer), N_key = 5 key frames",
+    sources={
+        "artifact": Source(
+            "residual: the ARS (eq. 5) or RRS (eq. 7) image",
+            "Therefore, this study proposes two methods based on the residual sum of image pixels to extract salient "
+            "features: (1) Absolute Residual Sum (ARS) and (2) Relative Residual Sum (RRS).",
+            "section 3.1"),
+        "size": Source(
+            "320 x 320",
+            "First, we require  $320 \\times 320$  resolution of the image input and down-sample it to get an image "
+            "with a resolution of  $160 \\times 160$ .",
+            "section 3.2.2"),
+        "colour": Source(
+            "colour: ARS and RRS per RGB channel",
+            "Where  $Q_f(x, y, z)$  represents the pixel value of the three-channel image  $(x, y, z)$  of the  "
+            "$f_{th}$  frame and  $ares(x, y, z)$  represents the pixel value of the generated ARS image.",
+            "section 3.1.1.5, eq. (5) (and section 3.2.1: saturation, hue and a grayscale step augment a colour image)"),
+        "eyes": Source(
+            "kept",
+            "It can separate the mouth, the eyes, the nose, etc.",
+            "section 3.2.2; masking is not stated (section 3.1's five stages are clip, feature points, cropping, "
+            "five frames and the residual sum): kept, as the CGPO crops are meant to separate the eyes"),
+        "frames": Source(
+            "onset .. end, five key frames",
+            "Therefore, we only recognize the ME from the onset frame to the apex frame.",
+            "section 3.1.1.1, eq. (1)-(2); the five key frames: section 3.1.1.4, eq. (3)-(4), N_key = 5"),
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -27,9 +66,11 @@ class CropNetOptions:
     Gaussian Pyramid", Front. Neurobot. 15:746985).
 
     Input (``residual``): the ARS (``ars``, equation (5)) or RRS (``rrs``, equation (7)) image of the
-    store's ``residual`` artifact, grayscale, on its 0..255 scale divided by 255, resized to ``size``
-    (320 in section 3.2.2; the CGPO crops are ``size``/2 and overlap by ``overlap``, 0.3). After
-    the augmentations it is standardised with the training fold's mean and standard deviation.
+    store's ``residual`` artifact, in colour (3 channels, the paper's "three-channel image"; its
+    variant is 320 px, colour, eyes kept: :data:`INPUTS`) or gray (1 channel) as stored, on its
+    0..255 scale divided by 255, resized to ``size`` (320 in section 3.2.2; the CGPO crops are
+    ``size``/2 and overlap by ``overlap``, 0.3). After the augmentations it is standardised per
+    channel with the training fold's mean and standard deviation.
 
     Augmentations (section 3.2.1, applied to every training image each time it is drawn, in the
     paper's order): (1) brightness, contrast and saturation factors drawn from ``jitter`` =
@@ -37,10 +78,11 @@ class CropNetOptions:
     ``ColorJitter`` semantics, which the wording follows); (2) grayscale with probability
     ``grayscale`` = 0.2; (3) a horizontal flip with probability ``flip`` = 0.5; (4) a rotation
     by an angle uniform in [-``rotation``, ``rotation``] = [-15, 15] degrees (bilinear, zeros
-    shifted in: zero is "no motion" in a residual image). The residual images are grayscale, so
-    saturation, hue and the grayscale conversion leave them unchanged (a one-channel image has
-    no chroma); brightness and contrast apply as torchvision applies them, in random order.
-    ``augment=false`` trains on the images as they are.
+    shifted in: zero is "no motion" in a residual image). On a colour image the four jitters apply in
+    random order and the grayscale step replaces R, G and B by the BT.601 luma, as torchvision's
+    ``ColorJitter`` and ``RandomGrayscale`` do. A one-channel (gray) image has no chroma, so there
+    saturation, hue and the grayscale step leave it unchanged, and brightness and contrast apply
+    in random order. ``augment=false`` trains on the images as they are.
 
     Training (section 4.2): the label-smoothing loss (Lukasik et al. 2020; the paper gives no
     smoothing value, ``label_smoothing`` = 0.1 is the usual one) and AdamP (Heo et al. 2021) with
@@ -97,6 +139,8 @@ class CropNetOptions:
             raise ValueError(f"balance must be sampler or none (every draw is augmented already), got {self.balance!r}")
         if len(self.jitter) != 2 or not 0 <= self.jitter[0] <= self.jitter[1]:
             raise ValueError(f"jitter must be two factors low,high with 0 <= low <= high, got {self.jitter}")
+        if not 0 <= self.hue <= 0.5:
+            raise ValueError(f"hue must be in [0, 0.5] (an offset of at most half the colour circle), got {self.hue}")
         for name in ("grayscale", "flip"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
@@ -107,17 +151,17 @@ class CropNetOptions:
 
 class CropNetRecipe(Recipe):
     name = "cropnet"
-    artifacts = ("residual",)
+    artifacts = INPUTS.artifacts
     Options = CropNetOptions
+    inputs_spec = INPUTS
 
     def inputs(self, data: LoadedData, options: CropNetOptions) -> torch.Tensor:
-        """(N, 1, size, size) float in 0..1: the chosen residual-sum image, resized."""
+        """(N, C, size, size) float in 0..1: the chosen residual-sum image, resized; C = 3 (R, G, B)
+        for a colour variant's residual, 1 for a gray one."""
+        channels = image_channels(data, "residual", "CropNet", "ARS and RRS")
         residual = np.asarray(data.arrays["residual"])
-        channel = RESIDUAL_CHANNELS.index(options.residual)
-        if residual.ndim != 4 or residual.shape[1] != len(RESIDUAL_CHANNELS):
-            raise ValueError(f"residual artifact of {data.dataset}: expected (N, 2, S, S) ARS and RRS images, "
-                             f"got shape {residual.shape}")
-        image = torch.from_numpy(residual[:, channel:channel + 1].astype(np.float32) / 255.0)
+        first = RESIDUAL_CHANNELS.index(options.residual) * channels
+        image = torch.from_numpy(residual[:, first:first + channels].astype(np.float32) / 255.0)
         bad = ~torch.isfinite(image).flatten(1).all(1)
         if bad.any():
             first = int(bad.nonzero()[0, 0])
@@ -129,8 +173,8 @@ class CropNetRecipe(Recipe):
         from mepipe.models.cropnet import cropnet
 
         torch.manual_seed(seed)
-        model = cropnet(num_classes=len(context.classes), in_chans=1, cgpo=options.cgpo, size=options.size,
-                        overlap=options.overlap, dropout=options.dropout)
+        model = cropnet(num_classes=len(context.classes), in_chans=fold.x_train.shape[1], cgpo=options.cgpo,
+                        size=options.size, overlap=options.overlap, dropout=options.dropout)
         normalise = standardiser(fold.x_train)
         history = train_cropnet(model, fold.x_train, fold.y_train, options, normalise, seed=seed,
                                 device=context.device,
@@ -144,7 +188,7 @@ class CropNetRecipe(Recipe):
 
 def train_cropnet(model: nn.Module, x: torch.Tensor, y: np.ndarray, options: CropNetOptions, normalise, *,
                   seed: int, device: torch.device, progress=None) -> History:
-    """Train ``model`` in place for ``options.epochs`` on images ``x`` (N, 1, S, S) in 0..1.
+    """Train ``model`` in place for ``options.epochs`` on images ``x`` (N, C, S, S) in 0..1, C 1 or 3.
 
     Every drawn image is augmented (:func:`paper_augment`) and then ``normalise``-d; the loss is
     the label-smoothed cross-entropy, the optimiser AdamP. A last batch of one sample is skipped
@@ -228,29 +272,37 @@ def recalibrate_batch_norm(model: nn.Module, x: torch.Tensor, normalise, batch_s
 def paper_augment(images: torch.Tensor, rng: np.random.Generator, options: CropNetOptions) -> torch.Tensor:
     """Section 3.2.1's four augmentations, in turn, each sample drawn independently.
 
-    images: (B, 1, H, W) in 0..1 (grayscale residual images); returns a new tensor, same shape,
-    in 0..1. See :class:`CropNetOptions` for the reading of each step.
+    images: (B, C, H, W) in 0..1, C = 3 (RGB residual images) or 1 (gray); returns a new tensor,
+    same shape, in 0..1. See :class:`CropNetOptions` for the reading of each step. A gray image
+    draws from ``rng`` exactly as before colour existed (the four factors, an order of its two
+    jitters, the grayscale and flip draws), so gray runs repeat bit for bit.
     """
-    if images.ndim != 4 or images.shape[1] != 1:
-        raise ValueError(f"paper_augment expects grayscale images (B, 1, H, W), got shape {tuple(images.shape)}; "
-                         "saturation, hue and the grayscale step are written for one channel only")
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"paper_augment expects colour (B, 3, H, W) or gray (B, 1, H, W) images, "
+                         f"got shape {tuple(images.shape)}")
+    colour = images.shape[1] == 3
     low, high = options.jitter
     out = images.clone()
     for index in range(out.shape[0]):
         image = out[index]
-        # (1) colour jitter: brightness and contrast in random order, as torchvision's ColorJitter.
-        # Saturation (a blend with the image's own grayscale), the hue offset and (2) the grayscale
-        # conversion change nothing on a one-channel image; their draws are still taken so the
-        # random stream does not depend on the channel count.
-        brightness, contrast, _saturation = (rng.uniform(low, high) for _ in range(3))
-        rng.uniform(-options.hue, options.hue)  # the hue offset's draw
-        for step in rng.permutation(2):
+        # (1) colour jitter in random order, as torchvision's ColorJitter. On one channel,
+        # saturation (a blend with the image's own grayscale) and the hue offset change nothing:
+        # only brightness and contrast are ordered, their factors still drawn.
+        brightness, contrast, saturation = (rng.uniform(low, high) for _ in range(3))
+        hue = rng.uniform(-options.hue, options.hue)
+        for step in rng.permutation(4 if colour else 2):
             if step == 0:
                 image = (image * brightness).clamp(0.0, 1.0)
-            else:
-                mean = image.mean()
+            elif step == 1:
+                mean = grayscale(image).mean() if colour else image.mean()
                 image = (contrast * image + (1.0 - contrast) * mean).clamp(0.0, 1.0)
-        rng.random()  # (2)'s draw against options.grayscale
+            elif step == 2:
+                image = (saturation * image + (1.0 - saturation) * grayscale(image)).clamp(0.0, 1.0)
+            else:
+                image = adjust_hue(image, hue)
+        # (2) grayscale with probability options.grayscale (drawn for a gray image too).
+        if rng.random() < options.grayscale and colour:
+            image = grayscale(image).expand(3, -1, -1).clone()
         # (3) horizontal flip.
         if rng.random() < options.flip:
             image = image.flip(-1)
@@ -260,6 +312,50 @@ def paper_augment(images: torch.Tensor, rng: np.random.Generator, options: CropN
         angles = torch.from_numpy(rng.uniform(-options.rotation, options.rotation, size=out.shape[0])).float()
         out = rotate(out, angles)
     return out
+
+
+def grayscale(image: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) RGB -> (1, H, W) BT.601 luma (torchvision's ``rgb_to_grayscale``)."""
+    r, g, b = image.unbind(-3)
+    return (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b).unsqueeze(-3)
+
+
+def adjust_hue(image: torch.Tensor, offset: float) -> torch.Tensor:
+    """(3, H, W) RGB in 0..1 with its hue turned by ``offset`` in [-0.5, 0.5] of the colour circle:
+    to HSV, H + offset modulo 1, back (torchvision's ``adjust_hue`` on float tensors)."""
+    if not -0.5 <= offset <= 0.5:
+        raise ValueError(f"hue offset must be in [-0.5, 0.5], got {offset}")
+    hue, saturation, value = _rgb_to_hsv(image).unbind(-3)
+    return _hsv_to_rgb(torch.stack([(hue + offset) % 1.0, saturation, value], dim=-3))
+
+
+def _rgb_to_hsv(image: torch.Tensor) -> torch.Tensor:
+    r, g, b = image.unbind(-3)
+    top, bottom = image.amax(dim=-3), image.amin(dim=-3)
+    flat = top == bottom
+    spread = top - bottom
+    ones = torch.ones_like(top)
+    saturation = spread / torch.where(flat, ones, top)
+    divisor = torch.where(flat, ones, spread)
+    rc, gc, bc = (top - r) / divisor, (top - g) / divisor, (top - b) / divisor
+    hue = ((top == r) * (bc - gc) + ((top == g) & (top != r)) * (2.0 + rc - bc)
+           + ((top != g) & (top != r)) * (4.0 + gc - rc))
+    return torch.stack([torch.fmod(hue / 6.0 + 1.0, 1.0), saturation, top], dim=-3)
+
+
+def _hsv_to_rgb(image: torch.Tensor) -> torch.Tensor:
+    hue, saturation, value = image.unbind(-3)
+    sector = torch.floor(hue * 6.0)
+    fraction = hue * 6.0 - sector
+    sector = sector.to(torch.int64) % 6
+    p = (value * (1.0 - saturation)).clamp(0.0, 1.0)
+    q = (value * (1.0 - saturation * fraction)).clamp(0.0, 1.0)
+    t = (value * (1.0 - saturation * (1.0 - fraction))).clamp(0.0, 1.0)
+    red = torch.stack([value, q, p, p, t, value])
+    green = torch.stack([t, value, value, q, p, p])
+    blue = torch.stack([p, p, t, value, value, q])
+    pick = sector.unsqueeze(0)
+    return torch.cat([channel.gather(0, pick) for channel in (red, green, blue)], dim=0)
 
 
 def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:

@@ -23,10 +23,48 @@ import torch.nn.functional as F
 from mepipe.datasets.action_units import parse_action_units
 from mepipe.datasets.errors import DatasetError
 from mepipe.models.recipes.base import (FoldData, FoldOutput, OptionError, Recipe, RunContext, batch_one_predictor,
-                                        epoch_logger, resize)
+                                        epoch_logger, image_channels, resize)
 from mepipe.models.training import (History, Inputs, TrainConfig, balanced_order, call_model, make_optimizer,
                                     predict_logits, random_spatial, split_decay)
 from mepipe.pipeline.load import LoadedData
+from mepipe.pipeline.variants import ModelInputs, Source, Variant
+
+#: What CVA + FPF + AU reads (``/work/shared/papers/cva-fpf-swin-au.md``).
+INPUTS = ModelInputs(
+    model="cva",
+    paper="anonymous, under review (CVA + FPF + AU)",
+    variant=Variant(size=224, colour=True, eye_fill="none"),
+    artifacts=("face",),
+    frames="onset and apex (and the clip's coded AUs, from the metadata)",
+    sources={
+        "artifact": Source(
+            "face (onset and apex) with the AU vector",
+            "It takes the onset frame, apex frame, and corresponding Action Unit (AU) information of a "
+            "micro-expression sequence as input and outputs predicted micro-expression labels.",
+            "section 3 (Method)"),
+        "size": Source(
+            "224 x 224",
+            "The images are resized to 224 * 224 followed by three data argumentation techniques: horizontal "
+            "flipping (probability 0.5), random cropping (padding 15), and random rotation(0° to 3°).",
+            "section 4.3"),
+        "colour": Source(
+            "colour",
+            "We use Dlib version 19.7.0 and OpenCV version 3.4.9.33 for face alignment and image cropping.",
+            "section 4.3; colour is not stated: the preprocessing is alignment and cropping only, no conversion to "
+            "gray is named, and the FPF is a Swin Transformer, an RGB image encoder; colour is our choice"),
+        "eyes": Source(
+            "kept",
+            "By determining key positions such as eyes, nose and corners of the mouth, we can analyze and capture "
+            "the information of muscle changes more accurately.",
+            "section 2 (facial positioning, the FPF's motivation); masking is not stated (section 4.3 aligns and "
+            "crops only): kept, as the FPF is to locate the facial parts, the eyes among them"),
+        "frames": Source(
+            "onset and apex",
+            "Considering that the apex frame and onset frame may not be strictly aligned, we input each frame "
+            "separately into the FPF module to learn facial position information.",
+            "section 3.2 (the CVA block reads apex - onset, section 3)"),
+    },
+)
 
 #: The 21 AUs of the AU vector (Section 3.3 gives the length, not the list): the 21 AUs coded most
 #: often in CASME II (257 clips) and SAMM (159 clips) together, counted once per clip in the real
@@ -124,14 +162,15 @@ class CVAOptions:
 
 class CVARecipe(Recipe):
     name = "cva"
-    artifacts = ("face",)
+    artifacts = INPUTS.artifacts
     Options = CVAOptions
+    inputs_spec = INPUTS
 
     def inputs(self, data: LoadedData, options: CVAOptions) -> Inputs:
-        """``Inputs(frames (N, 2, size, size) float 0..1 onset and apex, action units (N, 21))``."""
+        """``Inputs(frames (N, 2 C, size, size) float 0..1 onset then apex, action units (N, 21))``,
+        C = 3 (R, G, B) for a colour variant's face, 1 for a gray one."""
+        image_channels(data, "face", "CVA", "onset and apex")
         face = np.asarray(data.arrays["face"])
-        if face.ndim != 4 or face.shape[1] != 2:
-            raise OptionError(f"CVA needs the face artifact as (N, 2, S, S) onset and apex, got {face.shape}")
         frames = resize(torch.from_numpy(face.astype(np.float32) / 255.0), options.size)
         return Inputs(frames, action_unit_vectors(data))
 
@@ -143,7 +182,8 @@ class CVARecipe(Recipe):
         model = cva_net(num_classes=len(context.classes), attention=options.attention, continuous=options.continuous,
                         position=options.position, frames=options.frames, use_au=options.use_au,
                         image_size=options.size, window=options.window, drop_path=options.drop_path,
-                        head_input=options.head_input, mlp_hidden=options.mlp_hidden, dropout=options.dropout)
+                        head_input=options.head_input, mlp_hidden=options.mlp_hidden, dropout=options.dropout,
+                        in_chans=fold.x_train.images.shape[1] // 2)
         history = train_with_schedule(model, fold.x_train.map_images(normalise), fold.y_train, options, seed=seed,
                                       device=context.device,
                                       progress=epoch_logger(context.log, "  train", options.epochs))
@@ -155,7 +195,8 @@ class CVARecipe(Recipe):
 
 
 def frame_standardiser(frames: torch.Tensor):
-    """One mean and standard deviation over every training frame and pixel (both channels alike)."""
+    """One mean and standard deviation over every training frame, channel and pixel (onset and apex
+    alike, so that apex - onset stays a scaled difference)."""
     mean, std = frames.mean(), frames.std().clamp_min(1e-8)
     return lambda x: (x - mean) / std
 

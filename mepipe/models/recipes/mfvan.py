@@ -9,12 +9,54 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mepipe.models.recipes.base import (FoldData, FoldOutput, Recipe, RunContext, batch_one_predictor, epoch_logger,
-                                        fit_with_validation, resize)
+from mepipe.models.recipes.base import (FoldData, FoldOutput, Recipe, RunContext, batch_one_predictor, clip_channels,
+                                        epoch_logger, fit_with_validation, image_channels, resize)
 from mepipe.models.training import Inputs, TrainConfig, predict_logits
 from mepipe.pipeline.load import LoadedData
+from mepipe.pipeline.variants import ModelInputs, Source, Variant
 
 FOCAL_ALPHAS = ("balanced", "none")
+
+#: What MFVAN reads (Pan, Yang, Xie & Wang 2023, ``/work/shared/papers/mfvan-multiscale-attention.md``).
+INPUTS = ModelInputs(
+    model="mfvan",
+    paper="Pan, Yang, Xie & Wang 2023",
+    variant=Variant(size=224, colour=True, eye_fill="none"),
+    artifacts=("face", "frames"),
+    frames="onset and apex (face); frames of the whole clip, evenly spaced, for the teacher's pre-training",
+    sources={
+        "artifact": Source(
+            "face (onset and apex) and frames (the aligned clip)",
+            "The micro-expression image (apex frame) is input into the convolutional neural network (CNN) that is "
+            "mapped to a calm state image (onset frame) to reduce the effect of individual identity attributes and "
+            "obtain multi-scale feature maps.",
+            "section 1 (Introduction); the clip's frames: section 3.1"),
+        "size": Source(
+            "224 x 224",
+            "",
+            "not stated: 224, the input side of the ViT the paper builds on (Dosovitskiy et al. 2021, section 3.2), "
+            "14 x 14 patches of 16 px at the first scale; our choice"),
+        "colour": Source(
+            "colour",
+            "Although GEME has considered the interference of gender, their limitation is that it only considers the "
+            "interference of gender, and the individual identity attribute has the influence of other attributes "
+            "such as skin color and age in addition to gender.",
+            "section 4.2; colour is not stated: the identity the network removes includes skin colour, which a gray "
+            "image would not carry; colour is our choice"),
+        "eyes": Source(
+            "kept",
+            "But in the MFVAN model, the class token is not only used for classification, but also used to learn "
+            "the attention weight of each patch, and perform mask operation on the patch with low weight.",
+            "section 3.2; no eye mask is stated: the paper's only mask is this learned one over patches, made by "
+            "the network, so no region is hidden before it and the eyes are kept"),
+        "frames": Source(
+            "onset and apex; all clip frames for the teacher",
+            "Image self-supervised training is performed by feeding all images from the micro-expression video "
+            "samples into the teacher model.",
+            "section 3.1 (the apex and onset: eq. (2)-(3)); we feed ``pretrain_frames`` evenly spaced frames of "
+            "each training clip"),
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -22,9 +64,10 @@ class MFVANOptions:
     """Pan et al. 2023 ("Multi-scale fusion visual attention network for facial micro-expression
     recognition", Front. Neurosci. 17:1216181); the model's readings are in :mod:`mepipe.models.mfvan`.
 
-    Input: the ``face`` artifact's onset and apex at ``size`` (224, the store's and ViT's side), in
-    0..1; and ``pretrain_frames`` frames of each aligned clip (``frames``), evenly spaced from the
-    first to the last, for the teacher's self-supervised pre-training.
+    Input: the ``face`` artifact's onset and apex at ``size`` (224, the variant's and ViT's side), in
+    0..1, colour (R, G, B per frame) in the 224 px colour variant this model reads (eyes kept; see
+    :data:`INPUTS`) or gray; and ``pretrain_frames`` frames of each aligned clip (``frames``),
+    evenly spaced from the first to the last, for the teacher's self-supervised pre-training.
 
     Pre-training (section 3.1, eq. (1)): the teacher autoencoder reconstructs the frames of the
     fold's *training* samples for ``pretrain_epochs`` (Adam, ``pretrain_lr``). The paper feeds "all
@@ -83,38 +126,49 @@ class MFVANOptions:
 
 class MFVANRecipe(Recipe):
     name = "mfvan"
-    artifacts = ("face", "frames")
+    artifacts = INPUTS.artifacts
     Options = MFVANOptions
+    inputs_spec = INPUTS
 
     def inputs(self, data: LoadedData, options: MFVANOptions) -> Inputs:
-        """Inputs((N, 2, size, size) float onset and apex in 0..1, (N, pretrain_frames, size, size)
-        uint8 clip frames for the teacher's pre-training)."""
-        face = torch.from_numpy(np.asarray(data.arrays["face"])[:, :2].astype(np.float32) / 255.0)
-        clips = data.arrays["frames"]
+        """Inputs((N, 2 C, size, size) float onset then apex in 0..1, clip frames for the teacher's
+        pre-training as uint8: (N, pretrain_frames, size, size) gray or (N, pretrain_frames, 3,
+        size, size) colour); C = 3 for a colour variant, 1 for a gray one."""
+        channels = image_channels(data, "face", "MFVAN", "onset and apex")
+        clip_layout = clip_channels(data, "frames", "MFVAN")
+        if len(data) and clip_layout != channels:
+            kinds = {1: "gray", 3: "colour"}
+            raise ValueError(f"sample {data.meta['sample_id'][0]}: face is {kinds[channels]} but its frames clip is "
+                             f"{kinds[clip_layout]}; MFVAN reads both from one variant")
+        face = torch.from_numpy(np.asarray(data.arrays["face"]).astype(np.float32) / 255.0)
         picked = []
-        for sample_id, clip in zip(data.meta["sample_id"], clips):
+        for clip in data.arrays["frames"]:
             clip = np.asarray(clip)
-            if clip.ndim != 3 or len(clip) == 0:
-                raise ValueError(f"{sample_id}: expected an aligned clip of shape (T, S, S) with T >= 1, "
-                                 f"got {clip.shape}")
             positions = np.linspace(0, len(clip) - 1, options.pretrain_frames).round().astype(int)
             frames = torch.from_numpy(clip[positions].astype(np.float32))
-            picked.append(resize(frames[:, None], options.size)[:, 0].round().clamp(0, 255).to(torch.uint8))
+            # gray (P, S, S) -> (P, 1, S, S); colour (P, S, S, 3) -> (P, 3, S, S)
+            frames = frames[:, None] if frames.ndim == 3 else frames.permute(0, 3, 1, 2)
+            frames = resize(frames, options.size).round().clamp(0, 255).to(torch.uint8)
+            picked.append(frames[:, 0] if channels == 1 else frames)
+        if not picked:
+            shape = (0, options.pretrain_frames) + (() if channels == 1 else (3,)) + (options.size, options.size)
+            return Inputs(resize(face, options.size), torch.zeros(shape, dtype=torch.uint8))
         return Inputs(resize(face, options.size), torch.stack(picked))
 
-    def build(self, options: MFVANOptions, num_classes: int):
+    def build(self, options: MFVANOptions, num_classes: int, in_chans: int = 1):
+        """The network at ``options``; ``in_chans`` channels per frame (3 colour, 1 gray)."""
         from mepipe.models.mfvan import mfvan
 
         return mfvan(num_classes=num_classes, identity_removal=options.identity_removal, scales=options.scales,
                      theta=options.theta, identity_source=options.identity_source, image_size=options.size,
                      tokens_per_side=options.tokens_per_side, dim=options.dim, depth=options.depth,
                      heads=options.heads, mlp_ratio=options.mlp_ratio, width=options.width,
-                     teacher_blocks=options.teacher_blocks, dropout=options.dropout)
+                     teacher_blocks=options.teacher_blocks, dropout=options.dropout, in_chans=in_chans)
 
     def train_fold(self, context: RunContext, options: MFVANOptions, prepared, fold: FoldData, seed: int) -> FoldOutput:
         faces, frames = fold.x_train.images, fold.x_train.tensors[1]
         torch.manual_seed(seed)
-        model = self.build(options, len(context.classes)).to(context.device)
+        model = self.build(options, len(context.classes), in_chans=faces.shape[1] // 2).to(context.device)
         start = time.perf_counter()
         pretrain_loss = pretrain_teacher(model.removal.teacher, frames, options, seed=seed, device=context.device)
         pretrain_seconds = time.perf_counter() - start
@@ -167,11 +221,12 @@ def mfvan_criterion(alpha: torch.Tensor | None, gamma: float, terms: dict[str, l
 
 def pretrain_teacher(teacher: torch.nn.Module, frames: torch.Tensor, options: MFVANOptions, *, seed: int,
                      device: torch.device) -> list[float]:
-    """Eq. (1): the teacher reconstructs every frame of ``frames`` (N, T, S, S) uint8; the mean
-    squared error per epoch (empty when ``pretrain_epochs`` is 0)."""
+    """Eq. (1): the teacher reconstructs every frame of ``frames``, uint8 (N, T, S, S) gray or
+    (N, T, 3, S, S) colour; the mean squared error per epoch (empty when ``pretrain_epochs`` is 0)."""
     if options.pretrain_epochs <= 0:
         return []
-    images = frames.reshape(-1, 1, *frames.shape[-2:])
+    channels = 1 if frames.ndim == 4 else frames.shape[2]
+    images = frames.reshape(-1, channels, *frames.shape[-2:])
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(teacher.parameters(), lr=options.pretrain_lr)
     teacher.train()

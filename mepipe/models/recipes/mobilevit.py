@@ -19,8 +19,63 @@ from mepipe.models.recipes.base import (FoldData, FoldOutput, OptionError, Recip
 from mepipe.models.training import TrainConfig, extract_features, fit, predict_logits, subject_split
 from mepipe.pipeline.load import LoadedData, load
 from mepipe.pipeline.store import datasets_in, open_store
+from mepipe.pipeline.variants import ModelInputs, Source, Variant
 
 MACRO_DATASETS = ("ckplus", "oulu", "jaffe", "mug")
+
+_PREPROCESSING = "section Micro-Expression Recognition Model Design, Pre-processing"
+
+#: What MobileViT reads (Liu et al. 2022, ``/work/shared/papers/mobilevit-transfer-svm.md``).
+INPUTS = ModelInputs(
+    model="mobilevit",
+    paper="Liu, Li, Yi, Hu, Zhang & Liu 2022",
+    variant=Variant(size=256, colour=False, eye_fill="zero"),
+    artifacts=("face",),
+    frames="apex",
+    sources={
+        "artifact": Source(
+            "face: the aligned face crop (its apex image)",
+            "After that, the facial region is first extracted using OpenCV and Dlib toolkit and modified in size to "
+            "256 × 256 pixels and marked with facial marker points.",
+            _PREPROCESSING),
+        "size": Source(
+            "256 x 256",
+            "After that, the facial region is first extracted using OpenCV and Dlib toolkit and modified in size to "
+            "256 × 256 pixels and marked with facial marker points.",
+            _PREPROCESSING),
+        "colour": Source(
+            "gray",
+            "In this study, the complete micro-expression image sequence is a continuous image including the start "
+            "frame, apex frame, and the end frame, where the vertex frame is the image of the most prominent moment "
+            "of micro-expression, so the vertex frame of each expression sample is first taken out and converted to "
+            "grayscale image in the pre-processing step.",
+            _PREPROCESSING),
+        "eyes": Source(
+            "masked (zero fill)",
+            "Finally, the eyes are masked to avoid extraneous noise from eye movements.",
+            f"{_PREPROCESSING}; the fill is not stated: zero (a black mask) is our choice"),
+        "frames": Source(
+            "apex",
+            "In this study, the complete micro-expression image sequence is a continuous image including the start "
+            "frame, apex frame, and the end frame, where the vertex frame is the image of the most prominent moment "
+            "of micro-expression, so the vertex frame of each expression sample is first taken out and converted to "
+            "grayscale image in the pre-processing step.",
+            _PREPROCESSING),
+        "macro": Source(
+            "the macro-expression groups made as the micro ones: 256 px, gray, eyes masked",
+            "In pre-processing, to achieve better results in transfer learning, we used the same pre-processing "
+            "approach for macro-expression and microexpression samples.",
+            "section Micro-Expression Recognition Model Design"),
+        "macro_frames": Source(
+            "the last frames of each macro clip (CK+ and Oulu-CASIA: the last three; MUG: 6 to 10 near the apex)",
+            "The last three frames were selected from the corresponding video clips of the three types of emotions "
+            "desired in the experiment.",
+            "section Experiments, Datasets, Macro-Expression Dataset Datasets (CK+; Oulu-CASIA: the last three "
+            "frames of each visible-light video; MUG: six to 10 frames close to the vertex; JAFFE: its images)"),
+    },
+    macro=MACRO_DATASETS,
+    macro_artifacts=("frames", "eye_mask"),
+)
 #: The input variant MobileViT reads (256 px, gray, eyes zero-filled), where the store keeps variants.
 MACRO_VARIANT = {"size": 256, "colour": False, "eye_fill": "zero"}
 
@@ -107,11 +162,17 @@ class Pretrained:
 
 class MobileViTRecipe(Recipe):
     name = "mobilevit"
-    artifacts = ("face",)
+    artifacts = INPUTS.artifacts
     Options = MobileViTOptions
+    inputs_spec = INPUTS
 
     def inputs(self, data: LoadedData, options: MobileViTOptions) -> torch.Tensor:
-        return apex_frames(data, options.size)
+        """(N, 1, size, size) float in 0..1: the gray apex frame (the variant's eyes masked)."""
+        apex = apex_frames(data, options.size, "MobileViT")
+        if apex.shape[1] != 1:
+            raise ValueError(f"sample {data.meta['sample_id'][0]}: face is colour {tuple(np.shape(data.arrays['face'])[1:])}; "
+                             f"MobileViT reads gray (2, S, S) onset and apex (variant {INPUTS.variant.name})")
+        return apex
 
     # ---------------------------------------------------------------- transfer
 

@@ -13,12 +13,53 @@ import torch
 import torch.nn.functional as F
 
 from mepipe.models.recipes.base import (FoldData, FoldOutput, Recipe, RunContext, batch_one_predictor, epoch_logger,
-                                        fit_with_validation, resize)
+                                        fit_with_validation, image_channels, resize)
 from mepipe.models.training import TrainConfig, predict_logits
 from mepipe.pipeline.load import LoadedData
+from mepipe.pipeline.variants import ModelInputs, Source, Variant
 
 #: The store arrays each modality is read from (``mepipe.pipeline.artifacts``).
 MODALITY_ARTIFACTS = {"dynamic": "dynamic", "flow": "magnified_flow"}
+
+#: What MSMMT reads (Wang, Li, Qi, Wang & Wang, ``/work/shared/papers/msmmt-dynamic-image-flow-strain-evm.md``).
+INPUTS = ModelInputs(
+    model="msmmt",
+    paper="Wang, Li, Qi, Wang & Wang",
+    variant=Variant(size=224, colour=True, eye_fill="none"),
+    artifacts=("dynamic", "magnified_flow"),
+    frames="dynamic image of onset .. apex; u, v and strain onset -> apex of the magnified clip (alpha 10)",
+    sources={
+        "artifact": Source(
+            "dynamic (RGB dynamic image) and magnified_flow (u, v, strain of the Eulerian-magnified clip)",
+            "The algorithm takes the dynamic imaging and the optical flow-optical strain images as inputs.",
+            "section 3 (the magnification: section 4.3.1, amplification factor 10)"),
+        "size": Source(
+            "224 x 224",
+            "To acquire images at different scales, as shown in figure 4, the image is converted to the specified "
+            "size (m, n) for patches at the first scale, which can be divided into $(m/16) \\times (m/16)$ patches.",
+            "section 3.3.1; m is not given: 224, the side of the ImageNet ViT-B/16 the paper starts from "
+            "(section 4.4, 'the pre-trained official ViT-B model on ImageNet')"),
+        "colour": Source(
+            "colour: the dynamic image in RGB (u, v and strain from the gray clip)",
+            "A dynamic imaging is a standard RGB image that preserves the spatial and temporal information of an "
+            "entire video sequence into a single image [37].",
+            "section 3.1; the flow's colour is not stated: TV-L1 on intensity (section 3.2, 'the pixel intensities "
+            "of the two images are constant over time')"),
+        "eyes": Source(
+            "kept",
+            "Therefore, we only compute the affine transformation for the first frame image with two inner eye "
+            "angle coordinates, align the subsequent frames with the same transformation, and then perform facial "
+            "cropping with the landmark points of the aligned face.",
+            "section 4.3; masking is not stated: the preprocessing aligns on the inner eye corners and crops, "
+            "nothing is masked, so the eyes are kept"),
+        "frames": Source(
+            "onset .. apex",
+            "The SMIC dataset does not provide the onset and apex frames of expressions, so we take the intermediate "
+            "frames as the apex frames for feature extraction.",
+            "section 4.1; which frames the dynamic image pools is not stated (section 3.1 defines a dynamic image "
+            "over 'an entire video sequence'): onset .. apex, our choice, the span of the flow"),
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -27,11 +68,12 @@ class MSMMTOptions:
     based on transformer"); the network is :mod:`mepipe.models.msmmt`.
 
     Input (``modalities``): ``dynamic``, the store's dynamic image of onset..apex (section 3.1,
-    1 channel, 0..255 / 255), and ``flow``, the store's ``magnified_flow``: TV-L1 u, v (pixels of
+    "a standard RGB image": 3 channels in the 224 px colour variant this model reads, 1 in a gray
+    one; 0..255 / 255), and ``flow``, the store's ``magnified_flow``: TV-L1 u, v (pixels of
     the resized grid) and optical strain of the onset -> apex of the Eulerian-magnified clip
     (alpha 10, section 4.3.1; sections 3.2 and Figure 3). Both are resized to ``image_size`` m and
-    stacked as channels (dynamic, u, v, strain), so every augmentation moves them together.
-    Normalisation, fitted on the training fold only: the dynamic image is standardised; u and v
+    stacked as channels (dynamic R, G, B or gray, u, v, strain), so every augmentation moves them
+    together. Normalisation, fitted on the training fold only: each dynamic channel is standardised; u and v
     are divided by one common root-mean-square displacement and the strain by its root mean square,
     without subtracting a mean, so zero stays "no motion" and rotations and flips commute with it.
 
@@ -108,21 +150,25 @@ class MSMMTOptions:
 
 class MSMMTRecipe(Recipe):
     name = "msmmt"
-    artifacts = ("dynamic", "magnified_flow")
+    artifacts = INPUTS.artifacts
     Options = MSMMTOptions
+    inputs_spec = INPUTS
 
     def inputs(self, data: LoadedData, options: MSMMTOptions) -> torch.Tensor:
-        """(N, C, m, m) float32: dynamic (0..1) and/or u, v (pixels at m) and strain, in
-        ``options.modalities`` order."""
+        """(N, C, m, m) float32: dynamic (0..1; R, G, B for a colour variant, 1 channel for a gray
+        one) and/or u, v (pixels at m) and strain, in ``options.modalities`` order."""
         parts = []
         for name in options.modalities:
             stored = np.asarray(data.arrays[MODALITY_ARTIFACTS[name]])
             if name == "dynamic":
+                image_channels(data, "dynamic", "MSMMT", "the dynamic image")
                 parts.append(resize(torch.from_numpy(stored.astype(np.float32) / 255.0), options.image_size))
                 continue
+            if stored.ndim != 4 or stored.shape[1] != 3 or stored.shape[2] != stored.shape[3]:
+                first = data.meta["sample_id"][0] if len(data) else f"(no samples of {data.dataset})"
+                raise ValueError(f"sample {first}: magnified_flow is {tuple(stored.shape[1:])}; MSMMT reads (3, S, S) "
+                                 "u, v and strain")
             field = torch.from_numpy(stored.astype(np.float32))
-            if field.shape[1] != 3:
-                raise ValueError(f"magnified_flow must hold (u, v, strain), 3 channels; got shape {tuple(field.shape)}")
             # displacements are in pixels of the stored grid: they shrink or grow with it
             flow = resize(field[:, :2], options.image_size) * (options.image_size / field.shape[-1])
             parts.append(torch.cat([flow, resize(field[:, 2:], options.image_size)], dim=1))
@@ -137,18 +183,20 @@ class MSMMTRecipe(Recipe):
     def train_fold(self, context: RunContext, options: MSMMTOptions, prepared, fold: FoldData, seed: int) -> FoldOutput:
         from mepipe.models.msmmt import msmmt
 
-        normalise = modality_normaliser(fold.x_train, options.modalities)
+        dynamic_chans = dynamic_channels(fold.x_train, options.modalities)
+        normalise = modality_normaliser(fold.x_train, options.modalities, dynamic_chans)
         torch.manual_seed(seed)
         model = msmmt(num_classes=len(context.classes), size=options.size, image_size=options.image_size,
                       scales=options.scales, modalities=options.modalities, patch_weighting=options.patch_weighting,
-                      hidden=options.hidden or None, dropout=options.dropout)
-        u_channel = u_channel_of(options.modalities)
+                      hidden=options.hidden or None, dropout=options.dropout, dynamic_chans=dynamic_chans)
+        u_channel = u_channel_of(options.modalities, dynamic_chans)
         config = TrainConfig(epochs=options.epochs, batch_size=options.batch_size, lr=options.lr, optimizer="adamw",
                              weight_decay=options.weight_decay, balance=options.balance, max_shift=options.max_shift,
                              flip_negates=() if u_channel is None else (u_channel,), validation=options.validation,
                              patience=options.epochs)
         history = fit_with_validation(model, normalise(fold.x_train), fold.y_train, fold.groups_train, config,
-                                       seed=seed, device=context.device, criterion=msmmt_criterion(options),
+                                       seed=seed, device=context.device,
+                                       criterion=msmmt_criterion(options, dynamic_chans),
                                        parameters=lambda m: (m.decay_parameters(), m.no_decay_parameters()),
                                        progress=epoch_logger(context.log, "  msmmt", options.epochs))
         logits = predict_logits(model, normalise(fold.x_test), device=context.device)
@@ -158,30 +206,44 @@ class MSMMTRecipe(Recipe):
 
 # ---------------------------------------------------------------- pieces (tested on their own)
 
-def u_channel_of(modalities: tuple[str, ...]) -> int | None:
-    """Position of the flow's u channel in the stacked input, None without the flow modality."""
-    from mepipe.models.msmmt import MODALITY_CHANNELS
+def dynamic_channels(x: torch.Tensor, modalities: tuple[str, ...]) -> int:
+    """Channels of the dynamic image in the stacked input ``x`` (N, C, m, m): 3 (RGB) or 1 (gray);
+    1 when ``modalities`` has no dynamic image."""
+    if "dynamic" not in modalities:
+        return 1
+    count = x.shape[1] - (3 if "flow" in modalities else 0)
+    if count not in (1, 3):
+        raise ValueError(f"MSMMT input of {x.shape[1]} channels for {', '.join(modalities)}: the dynamic image "
+                         f"would have {count}, expected 1 (gray) or 3 (RGB)")
+    return count
 
-    start = 0
+
+def u_channel_of(modalities: tuple[str, ...], dynamic_chans: int = 1) -> int | None:
+    """Position of the flow's u channel in the stacked input, None without the flow modality."""
+    from mepipe.models.msmmt import modality_channels
+
+    channels, start = modality_channels(dynamic_chans), 0
     for name in modalities:
         if name == "flow":
             return start
-        start += MODALITY_CHANNELS[name]
+        start += channels[name]
     return None
 
 
-def modality_normaliser(x_train: torch.Tensor, modalities: tuple[str, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Per-modality scaling fitted on the training samples (see :class:`MSMMTOptions`): the
+def modality_normaliser(x_train: torch.Tensor, modalities: tuple[str, ...],
+                        dynamic_chans: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Per-modality scaling fitted on the training samples (see :class:`MSMMTOptions`): each
     dynamic channel standardised, u and v over one shared RMS, strain over its RMS."""
     mean = torch.zeros(1, x_train.shape[1], 1, 1)
     scale = torch.ones(1, x_train.shape[1], 1, 1)
     start = 0
     for name in modalities:
         if name == "dynamic":
-            channel = x_train[:, start]
-            mean[0, start] = channel.mean()
-            scale[0, start] = channel.std().clamp_min(1e-8)
-            start += 1
+            for index in range(start, start + dynamic_chans):
+                channel = x_train[:, index]
+                mean[0, index] = channel.mean()
+                scale[0, index] = channel.std().clamp_min(1e-8)
+            start += dynamic_chans
         else:
             displacement = x_train[:, start:start + 2].pow(2).mean().sqrt().clamp_min(1e-8)
             scale[0, start:start + 2] = displacement
@@ -237,10 +299,11 @@ def cross_modal_contrastive(first: torch.Tensor, second: torch.Tensor, temperatu
     return loss / (2 * len(a))
 
 
-def msmmt_criterion(options: MSMMTOptions):
+def msmmt_criterion(options: MSMMTOptions, dynamic_chans: int = 1):
     """The ``criterion`` of :func:`~mepipe.models.training.fit`: augmentation, then
-    (1 - alpha) L_con + alpha cross-entropy (equation (21)); returns (loss, logits)."""
-    u_channel = u_channel_of(options.modalities)
+    (1 - alpha) L_con + alpha cross-entropy (equation (21)); returns (loss, logits).
+    ``dynamic_chans``: the dynamic image's channels (3 RGB, 1 gray), which place u and v."""
+    u_channel = u_channel_of(options.modalities, dynamic_chans)
 
     def criterion(model, inputs: torch.Tensor, targets: torch.Tensor):
         if options.augment:

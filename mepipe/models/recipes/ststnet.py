@@ -11,6 +11,47 @@ from mepipe.models.recipes.base import (FoldData, FoldOutput, Recipe, RunContext
                                         fit_with_validation, resize, standardiser)
 from mepipe.models.training import TrainConfig, predict_logits
 from mepipe.pipeline.load import LoadedData
+from mepipe.pipeline.variants import ModelInputs, Source, Variant
+
+_NOT_IN_FOLDER = "Liong et al. 2019 is not in /work/shared/papers"
+
+#: What STSTNet reads. Its own paper is not in the folder: the artifact and frames are quoted from
+#: the CropNet paper's account of it; size, colour and eyes are what is known of it.
+INPUTS = ModelInputs(
+    model="ststnet",
+    paper="Liong, Gan, See, Khor & Huang 2019 (FG), not in /work/shared/papers",
+    variant=Variant(size=224, colour=False, eye_fill="none"),
+    artifacts=("flow", "strain"),
+    frames="onset -> apex",
+    sources={
+        "artifact": Source(
+            "flow (u, v) and strain",
+            "Furthermore, Liong et al. (2019) designed a STSTNet, which can be used to learn three features of optical "
+            "flow, namely vertical optical flow, optical strain, and horizontal optical flow.",
+            f"{_NOT_IN_FOLDER}; the CropNet paper's account of it, ars-rrs-cropnet-cgpo.md section 2.1.2"),
+        "size": Source(
+            "flow on the 224 x 224 crop, resized to 28 x 28",
+            "",
+            f"{_NOT_IN_FOLDER}: STSTNet's input is the (u, v, strain) image resized to 28 x 28. Our choice: the flow is "
+            "computed on the 224 px crop (the default variant, shared with every flow reader) and the recipe resizes "
+            "it to 28 x 28, scaling the displacements with it; a flow of a 28 px crop would lose the sub-pixel motion"),
+        "colour": Source(
+            "gray",
+            "",
+            f"{_NOT_IN_FOLDER}: optical flow and strain are computed on intensity (the store's flow-type artifacts "
+            "are always made from gray crops)"),
+        "eyes": Source(
+            "kept",
+            "",
+            f"{_NOT_IN_FOLDER}: STSTNet is not known to mask the eyes; of the papers in the folder only MobileViT "
+            "masks them"),
+        "frames": Source(
+            "onset -> apex",
+            "These features are calculated by the onset frame and apex frame of ME video.",
+            f"{_NOT_IN_FOLDER}; the CropNet paper's account of it, ars-rrs-cropnet-cgpo.md section 2.1.2"),
+    },
+)
+
 
 @dataclass(frozen=True)
 class STSTNetOptions:
@@ -33,8 +74,9 @@ class STSTNetOptions:
 
 class STSTNetRecipe(Recipe):
     name = "ststnet"
-    artifacts = ("flow", "strain")
+    artifacts = INPUTS.artifacts
     Options = STSTNetOptions
+    inputs_spec = INPUTS
 
     def inputs(self, data: LoadedData, options: STSTNetOptions) -> torch.Tensor:
         from mepipe.models.ststnet import STSTNET_SIZE
