@@ -1,16 +1,24 @@
-"""A whole clip through the face stage: :func:`align_clip` and its quality record."""
+"""A whole clip through the face stage: one geometry per clip, any number of warps.
+
+:func:`estimate_clip_geometry` does what depends on the face and not on the crops' size or colour:
+detection, landmarks, the alignment transform and the head-motion correction, once per clip, in a
+:class:`ClipGeometry`. :meth:`ClipGeometry.scaled` carries it to another crop size without
+re-running anything, :func:`warp_clip` makes the gray or colour crops of a geometry, and
+:func:`align_clip` is the two in one call plus the eye mask and its filling.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
 
 from mepipe.features.face._checks import _check_frame, _frame_count, to_gray
 from mepipe.features.face.geometry import (
-    DEFAULT_SIZE, EYE_LINE, INTER_OCULAR, alignment_matrix, compose, crop_frames, invert_similarity,
+    DEFAULT_SIZE, EYE_LINE, INTER_OCULAR, alignment_matrix, compose, crop_frames, crop_rescale_matrix, invert_similarity,
     similarity_from_eyes, transform_points,
 )
 from mepipe.features.face.landmarks import (
@@ -42,7 +50,8 @@ class FaceQuality:
         or the nearest frame with open eyes when a blink closes them there.
     eye_aspect_ratio : the anchor landmarks' eye aspect ratio (about 0.3 open, under 0.2 closing).
     n_faces : faces the detector saw on that frame (the largest was taken).
-    inter_ocular_px : eye distance in the frame, pixels; ``scale`` crop pixels per frame pixel.
+    inter_ocular_px : eye distance in the frame, pixels; ``scale`` crop pixels per frame pixel
+        (of the crop size the record belongs to, see :meth:`ClipGeometry.scaled`).
     roll_degrees : the eye line's angle the alignment removed.
     mode : ``"clip"`` or ``"frame"``.
     head_motion_px : largest rigid motion of the face relative to the reference frame that the
@@ -87,6 +96,286 @@ class AlignedClip:
     landmarks: np.ndarray
     quality: FaceQuality
 
+@dataclass(frozen=True, eq=False)  # eq=False: arrays do not compare as a tuple of fields
+class ClipGeometry:
+    """Where the face of one clip lies in every frame: what all crops of the clip share.
+
+    size : side S of the crop the matrices and landmarks map to, pixels.
+    matrices : (T, 2, 3) float64 frame -> crop transform of every frame at ``size`` (the clip
+        transform composed with the head-motion correction, or one similarity per frame).
+    landmarks : (68, 2) float64 anchor-frame landmarks in crop pixels at ``size``.
+    quality : the :class:`FaceQuality` record; ``head_motion_px``, ``residual_motion_px`` in crop
+        pixels and ``scale`` in crop pixels per frame pixel, at ``size``.
+
+    The arrays are read-only: one geometry is shared by every warp of the clip.
+    """
+
+    size: int
+    matrices: np.ndarray
+    landmarks: np.ndarray
+    quality: FaceQuality
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", _crop_size(self.size))
+        matrices = np.array(self.matrices, np.float64)
+        if matrices.ndim != 3 or matrices.shape[1:] != (2, 3) or len(matrices) == 0:
+            raise ValueError(f"expected (T, 2, 3) frame -> crop matrices, got shape {matrices.shape}")
+        landmarks = np.array(self.landmarks, np.float64)
+        if landmarks.shape != (68, 2):
+            raise ValueError(f"expected (68, 2) landmarks in crop pixels, got shape {landmarks.shape}")
+        matrices.flags.writeable = False
+        landmarks.flags.writeable = False
+        object.__setattr__(self, "matrices", matrices)
+        object.__setattr__(self, "landmarks", landmarks)
+
+    def scaled(self, size: int) -> ClipGeometry:
+        """The same face at crop side ``size``: nothing is detected or measured again.
+
+        Every matrix M becomes ``A o M`` and the landmarks ``A(p)``, with A =
+        :func:`crop_rescale_matrix` ``(self.size, size)``, ``p -> k p + ((k - 1) / 2, 0)`` for
+        ``k = size / self.size``. The alignment targets are fractions of S except for the crop
+        centre's half pixel (see that function), so for the clip transform this is exactly the
+        transform :func:`alignment_matrix` gives at ``size`` (float64 rounding aside), and a
+        stabilised matrix ``C^-1 o M`` becomes ``(A C^-1 A^-1) o (A M)``: the same head-motion
+        correction, expressed in the new crop's pixels. It is not the entry-wise product ``k M``,
+        which misses the targets by ``(k - 1) / 2`` px in x.
+
+        ``head_motion_px``, ``residual_motion_px`` and ``scale`` are multiplied by k (they were
+        measured on, or refer to, crops of ``self.size``); ``inter_ocular_px`` (frame pixels) and
+        the rest of the record stay as they are.
+        """
+        size = _crop_size(size)
+        if size == self.size:
+            return self
+        rescale = crop_rescale_matrix(self.size, size)
+        k = rescale[0, 0]
+        linear, shift = rescale[:, :2], rescale[:, 2]
+        matrices = np.concatenate(
+            [linear @ self.matrices[:, :, :2], (linear @ self.matrices[:, :, 2:]) + shift[:, None]], axis=2
+        )
+        quality = replace(
+            self.quality,
+            scale=self.quality.scale * k,
+            head_motion_px=self.quality.head_motion_px * k,
+            residual_motion_px=self.quality.residual_motion_px * k,
+        )
+        return ClipGeometry(size, matrices, transform_points(rescale, self.landmarks), quality)
+
+    def eye_mask(self, margin: float = EYE_MARGIN) -> np.ndarray:
+        """(S, S) bool: the eyes' mask at this geometry's size, :func:`eye_mask` of its landmarks.
+
+        ``margin`` is in inter-ocular distances of the crop's landmarks, so the mask is the same
+        part of the face at every size (up to the pixel grid).
+        """
+        return eye_mask(self.landmarks, self.size, margin)
+
+    def face_region(self, margin: float = EYE_MARGIN) -> np.ndarray:
+        """(S, S) bool: the face without the eyes, as the head motion is measured on.
+
+        :func:`face_region` of the landmarks with the eyes excluded at ``max(margin, EYE_MARGIN)``
+        (never less than the default margin: the motion fit must not see the lids). With the
+        ``eye_margin`` given to :func:`estimate_clip_geometry`, this is exactly the region its
+        stabilisation used (at that geometry's own size); apex spotting takes it too.
+        """
+        return face_region(self.landmarks, self.size, eyes=self.eye_mask(max(margin, EYE_MARGIN)))
+
+
+def estimate_clip_geometry(
+    frames: Sequence[np.ndarray] | np.ndarray,
+    reference: int = 0,
+    *,
+    size: int = DEFAULT_SIZE,
+    mode: str = "clip",
+    stabilize: bool = True,
+    eye_margin: float = EYE_MARGIN,
+    eye_line: float = EYE_LINE,
+    inter_ocular: float = INTER_OCULAR,
+    smoothing: float = 4.0,
+    check_frames: Sequence[int] | None = None,
+    stabilize_step: int = 4,
+    detect_width: int = DETECT_WIDTH,
+    next_frames: int = 5,
+    min_inter_ocular: float = MIN_INTER_OCULAR,
+    interpolation: str = "cubic",
+) -> ClipGeometry:
+    """Detect, landmark, align and stabilise a clip once: its :class:`ClipGeometry` at ``size``.
+
+    Every crop of the clip, at any size and in gray or colour, is then :func:`warp_clip` of this
+    geometry or of its :meth:`~ClipGeometry.scaled` copy.
+
+    Sizes. The clip transform and the per-frame transforms of ``mode="frame"`` are functions of
+    the frame's landmarks and S alone, so estimating at ``size`` and scaling gives exactly (to
+    float64 rounding) what estimating at the other size gives. The head-motion correction
+    (``stabilize``) and ``residual_motion_px`` are measured on crops of ``size``; measured on
+    crops of another size, the flow and the fit see other pixels, and the two corrections differ
+    by that measurement's own noise. So the pipeline always estimates at one size (224,
+    ``mepipe.pipeline.variants.GEOMETRY_SIZE``) and scales to each variant's size: every variant
+    of a clip shows the same face, and results do not depend on which sizes a build makes.
+
+    Colour. Detection and landmarks run on ``to_gray`` of the frames; the head motion and the
+    residual motion are measured on gray crops made by warping ``to_gray`` of each frame (one
+    channel to warp per measured frame). A gray source and an RGB source whose gray is that
+    source give the same geometry.
+
+    Parameters
+    ----------
+    frames : (T, H, W) grayscale or (T, H, W, 3) RGB frames of one clip (or a sequence of such
+        frames), uint8 or float in [0, 255].
+    reference : index of the onset frame: the face is found and the landmarks taken there (when
+        its eyes are closing in a blink, on the nearest frame with open eyes; see ``FaceQuality``).
+    size : side S of the crop the geometry is estimated at and maps to, default 224.
+    mode : ``"clip"``: one similarity for the clip, from the reference frame's eye centres, so
+        the frames stay registered to each other (per-frame landmarks jitter by about a pixel,
+        as much as a micro-expression moves). ``"frame"``: landmarks on every frame, eye centres
+        smoothed over time with a Gaussian of ``smoothing`` frames, one similarity per frame;
+        for clips with real head motion.
+    stabilize : clip mode only. The face's rigid motion relative to the reference frame
+        (:func:`estimate_global_motion` between crops) is removed from every frame by composing
+        the clip transform with the inverse of that small similarity. Head drift of a pixel or
+        two over a clip is as large as the micro-expression; this keeps the registration of the
+        clip transform without landmark jitter. ``False`` applies the clip transform alone.
+    eye_margin : eye-mask margin in inter-ocular distances; the motion is measured on the face
+        without the eyes at ``max(eye_margin, EYE_MARGIN)`` (:meth:`ClipGeometry.face_region`).
+    eye_line, inter_ocular : crop geometry, fractions of S (see :func:`alignment_matrix`).
+    smoothing : frame mode, the Gaussian's sigma in frames.
+    check_frames : frames on which the residual rigid motion is measured after alignment
+        (default: the middle and the last frame; pass the apex). Their head motion is always
+        measured, never interpolated.
+    stabilize_step : the head's motion is measured on every ``stabilize_step``-th frame, the
+        last frame and the ``check_frames``, and interpolated in between (head motion is smooth
+        at 100-200 fps, and a measurement costs many times a frame's decoding). 1 measures every
+        frame.
+    detect_width, next_frames, min_inter_ocular : detection, see :func:`find_face`.
+    interpolation : ``"cubic"`` or ``"linear"`` warp of the measurement crops.
+
+    Returns
+    -------
+    :class:`ClipGeometry` at ``size``.
+
+    Raises
+    ------
+    FaceNotFoundError : no usable face; its ``reason`` and ``attempts`` say why.
+    ValueError : bad frames or parameters, named.
+    """
+    if mode not in MODES:
+        raise ValueError(f"alignment mode must be one of {MODES}, got {mode!r}")
+    size = _crop_size(size)
+    count = _frame_count(frames)
+    if count == 0:
+        raise ValueError("the clip has no frames")
+    for index in range(count):
+        _check_frame(frames[index], index)
+    detection = find_face(
+        frames, reference, detect_width=detect_width, next_frames=next_frames, min_inter_ocular=min_inter_ocular
+    )
+    anchor, landmarks, eyes_open = _open_eye_landmarks(frames, detection)
+    geometry = dict(eye_line=eye_line, inter_ocular=inter_ocular)
+    clip_matrix = alignment_matrix(landmarks, size, **geometry)
+    crop_landmarks = transform_points(clip_matrix, landmarks)
+    region = face_region(crop_landmarks, size, eyes=eye_mask(crop_landmarks, size, max(eye_margin, EYE_MARGIN)))
+
+    if check_frames is None:
+        check_frames = sorted({count // 2, count - 1} - {anchor})
+    for index in check_frames:
+        if not 0 <= index < count:
+            raise ValueError(f"check frame {index} is outside the clip's {count} frames")
+    if stabilize_step < 1:
+        raise ValueError(f"stabilize_step must be >= 1, got {stabilize_step}")
+    head_motion = float("nan")
+    unstabilised = 0
+    if mode == "frame":
+        matrices = _per_frame_matrices(frames, detection.box, anchor, landmarks, size, smoothing, geometry)
+    else:
+        matrices = np.repeat(clip_matrix[None], count, axis=0)
+        if stabilize and count > 1:
+            measured = sorted({*range(0, count, stabilize_step), count - 1, *check_frames} - {anchor})
+            head_motion, unstabilised, corrections = _head_motion(frames, anchor, measured, clip_matrix, region, size, interpolation)
+            matrices = np.stack([compose(invert_similarity(c), clip_matrix) for c in corrections])
+
+    # Only the anchor and the check frames are warped to measure what is left: a crop is a pure
+    # function of its frame and matrix, so these are the very crops a full warp would make.
+    checked = [index for index in dict.fromkeys(check_frames) if index != anchor]
+    residual = 0.0
+    if checked:
+        picked = [anchor, *checked]
+        gray_crops = crop_frames([frames[i] for i in picked], matrices[picked], size, interpolation=interpolation)
+        for crop in gray_crops[1:]:
+            motion = estimate_global_motion(gray_crops[0], crop, region)
+            if motion.ok:
+                residual = max(residual, motion_magnitude(motion.matrix, region))
+            else:
+                residual = float("nan")
+
+    right, left = eye_centres(landmarks)
+    quality = FaceQuality(
+        detector_score=detection.box.score,
+        fallback=detection.fallback,
+        detection_frame=detection.frame_index,
+        landmark_frame=anchor,
+        eye_aspect_ratio=eyes_open,
+        n_faces=detection.n_faces,
+        inter_ocular_px=inter_ocular_distance(landmarks),
+        scale=float(math.sqrt(abs(np.linalg.det(clip_matrix[:, :2])))),
+        roll_degrees=math.degrees(math.atan2(left[1] - right[1], left[0] - right[0])),
+        mode=mode,
+        head_motion_px=head_motion,
+        residual_motion_px=residual,
+        unstabilised_frames=unstabilised,
+        attempts=detection.attempts,
+    )
+    return ClipGeometry(size, matrices, crop_landmarks, quality)
+
+
+def warp_clip(
+    frames: Sequence[np.ndarray] | np.ndarray,
+    geometry: ClipGeometry,
+    *,
+    colour: bool,
+    interpolation: str = "cubic",
+) -> np.ndarray:
+    """The crops of a clip at its geometry: every frame warped by its matrix to S x S.
+
+    Parameters
+    ----------
+    frames : the clip's (T, H, W) gray or (T, H, W, 3) RGB frames (or a sequence of such frames),
+        uint8 or float in [0, 255], the ones the geometry was estimated on.
+    geometry : a :class:`ClipGeometry` of these T frames, at the crops' size S (e.g.
+        ``estimate_clip_geometry(frames).scaled(320)``).
+    colour : True: (T, S, S, 3) RGB crops; a gray source gives its gray channel three times.
+        False: (T, S, S) gray crops. For an RGB source they are ``to_gray`` (ITU-R BT.601, OpenCV's
+        ``COLOR_RGB2GRAY``) of the colour crops, not crops of the gray frames, so the gray crops
+        of a gray variant and of a colour variant of one size are bit-identical, and ``to_gray``
+        of a colour variant's stored crops gives them back exactly. For a gray source, the warp
+        of the frames.
+    interpolation : ``"cubic"`` (default) or ``"linear"``, see :func:`crop_frames` (which also
+        low-passes frames that the crop shrinks).
+
+    Returns
+    -------
+    (T, S, S, 3) or (T, S, S) array, uint8 for uint8 frames (float32 for float frames). The eyes
+    are not filled (:func:`fill_eyes` with ``geometry.eye_mask()``).
+    """
+    if not isinstance(geometry, ClipGeometry):
+        raise TypeError(f"expected a ClipGeometry, got {type(geometry).__name__}")
+    count = _frame_count(frames)
+    if count != len(geometry.matrices):
+        raise ValueError(f"the geometry has {len(geometry.matrices)} frames' matrices, the clip {count} frames")
+    size = geometry.size
+    if not _is_colour(frames):
+        gray = crop_frames(frames, geometry.matrices, size, interpolation=interpolation)
+        return np.repeat(gray[..., None], 3, axis=-1) if colour else gray
+    if colour:
+        return crop_frames(frames, geometry.matrices, size, grayscale=False, interpolation=interpolation)
+    # frame by frame: no (T, S, S, 3) array only to convert it
+    out = None
+    for index in range(count):
+        crop = to_gray(crop_frames([frames[index]], geometry.matrices[index], size, grayscale=False, interpolation=interpolation)[0])
+        if out is None:
+            out = np.empty((count, size, size), crop.dtype)
+        out[index] = crop
+    return out
+
+
 def align_clip(
     frames: Sequence[np.ndarray] | np.ndarray,
     reference: int = 0,
@@ -109,108 +398,64 @@ def align_clip(
 ) -> AlignedClip:
     """Detect, landmark, align, crop and eye-mask every frame of a clip.
 
+    :func:`estimate_clip_geometry` at ``size``, :func:`warp_clip`, then :func:`fill_eyes` with
+    the geometry's :meth:`~ClipGeometry.eye_mask` at ``eye_margin``. To make crops of one clip at
+    several sizes or in gray and colour, call those directly: the geometry once, the warps many
+    times.
+
     Parameters
     ----------
     frames : (T, H, W) grayscale or (T, H, W, 3) RGB frames of one clip, uint8 or float in [0, 255].
-    reference : index of the onset frame: the face is found and the landmarks taken there (when
-        its eyes are closing in a blink, on the nearest frame with open eyes; see ``FaceQuality``).
-    size : side S of the square crops (224, 256 and 320 in the papers).
-    mode : ``"clip"``: one similarity for the clip, from the reference frame's eye centres, so
-        the frames stay registered to each other (per-frame landmarks jitter by about a pixel,
-        as much as a micro-expression moves). ``"frame"``: landmarks on every frame, eye centres
-        smoothed over time with a Gaussian of ``smoothing`` frames, one similarity per frame;
-        for clips with real head motion.
-    stabilize : clip mode only. The face's rigid motion relative to the reference frame
-        (:func:`estimate_global_motion` between crops) is removed from every frame by composing
-        the clip transform with the inverse of that small similarity. Head drift of a pixel or
-        two over a clip is as large as the micro-expression; this keeps the registration of the
-        clip transform without landmark jitter. ``False`` applies the clip transform alone.
-    stabilize_step : the head's motion is measured on every ``stabilize_step``-th frame, the
-        last frame and the ``check_frames``, and interpolated in between (a measurement costs
-        about 10 ms at S=224, ten times a frame's decoding; head motion is smooth at 100-200 fps).
-        1 measures every frame.
-    grayscale : crops in gray (the papers' choice) or RGB.
-    eye_margin : eye-mask margin in inter-ocular distances.
+    reference, size, mode, stabilize, eye_margin, eye_line, inter_ocular, smoothing, check_frames,
+    stabilize_step, detect_width, next_frames, min_inter_ocular, interpolation : see
+        :func:`estimate_clip_geometry` (``size`` is the side S of the crops: 224, 256 and 320 in
+        the papers; ``interpolation`` also that of the crops).
+    grayscale : crops in gray (the papers' choice): for RGB frames, ``to_gray`` of the colour
+        crops (:func:`warp_clip`). False keeps RGB crops of RGB frames; gray frames give gray
+        crops either way.
     eye_fill : ``"zero"``, ``"mean"`` (see :func:`fill_eyes`) or None to leave the eyes visible
         (the mask is returned either way).
-    eye_line, inter_ocular : crop geometry, fractions of S (see :func:`alignment_matrix`).
-    check_frames : frames on which the residual rigid motion is measured after alignment
-        (default: the middle and the last frame; pass the apex). Their head motion is always
-        measured, never interpolated.
-    detect_width, next_frames, min_inter_ocular : detection, see :func:`find_face`.
-    interpolation : ``"cubic"`` or ``"linear"`` warp.
+
+    Returns
+    -------
+    :class:`AlignedClip`.
 
     Raises
     ------
     FaceNotFoundError : no usable face; its ``reason`` and ``attempts`` say why.
     """
-    if mode not in MODES:
-        raise ValueError(f"alignment mode must be one of {MODES}, got {mode!r}")
-    count = _frame_count(frames)
-    if count == 0:
-        raise ValueError("the clip has no frames")
-    for index in range(count):
-        _check_frame(frames[index], index)
-    detection = find_face(
-        frames, reference, detect_width=detect_width, next_frames=next_frames, min_inter_ocular=min_inter_ocular
+    geometry = estimate_clip_geometry(
+        frames, reference, size=size, mode=mode, stabilize=stabilize, eye_margin=eye_margin, eye_line=eye_line,
+        inter_ocular=inter_ocular, smoothing=smoothing, check_frames=check_frames, stabilize_step=stabilize_step,
+        detect_width=detect_width, next_frames=next_frames, min_inter_ocular=min_inter_ocular,
+        interpolation=interpolation,
     )
-    anchor, landmarks, eyes_open = _open_eye_landmarks(frames, detection)
-    geometry = dict(eye_line=eye_line, inter_ocular=inter_ocular)
-    clip_matrix = alignment_matrix(landmarks, size, **geometry)
-    crop_landmarks = transform_points(clip_matrix, landmarks)
-    mask = eye_mask(crop_landmarks, size, eye_margin)
-    region = face_region(crop_landmarks, size, eyes=eye_mask(crop_landmarks, size, max(eye_margin, EYE_MARGIN)))
-
-    if check_frames is None:
-        check_frames = sorted({count // 2, count - 1} - {anchor})
-    for index in check_frames:
-        if not 0 <= index < count:
-            raise ValueError(f"check frame {index} is outside the clip's {count} frames")
-    if stabilize_step < 1:
-        raise ValueError(f"stabilize_step must be >= 1, got {stabilize_step}")
-    head_motion = float("nan")
-    unstabilised = 0
-    if mode == "frame":
-        matrices = _per_frame_matrices(frames, detection.box, anchor, landmarks, size, smoothing, geometry)
-    else:
-        matrices = np.repeat(clip_matrix[None], count, axis=0)
-        if stabilize and count > 1:
-            measured = sorted({*range(0, count, stabilize_step), count - 1, *check_frames} - {anchor})
-            head_motion, unstabilised, corrections = _head_motion(frames, anchor, measured, clip_matrix, region, size, interpolation)
-            matrices = np.stack([compose(invert_similarity(c), clip_matrix) for c in corrections])
-
-    crops = crop_frames(frames, matrices, size, grayscale=grayscale, interpolation=interpolation)
-    gray_crops = crops if crops.ndim == 3 else np.stack([to_gray(crop) for crop in crops])
-    residual = 0.0
-    for index in check_frames:
-        if index == anchor:
-            continue
-        motion = estimate_global_motion(gray_crops[anchor], gray_crops[index], region)
-        if motion.ok:
-            residual = max(residual, motion_magnitude(motion.matrix, region))
-        else:
-            residual = float("nan")
+    crops = warp_clip(frames, geometry, colour=not grayscale and _is_colour(frames), interpolation=interpolation)
+    mask = geometry.eye_mask(eye_margin)
     if eye_fill is not None:
         crops = fill_eyes(crops, mask, eye_fill)
+    # writable copies, as align_clip always returned
+    return AlignedClip(crops, mask, np.array(geometry.matrices), np.array(geometry.landmarks), geometry.quality)
 
-    right, left = eye_centres(landmarks)
-    quality = FaceQuality(
-        detector_score=detection.box.score,
-        fallback=detection.fallback,
-        detection_frame=detection.frame_index,
-        landmark_frame=anchor,
-        eye_aspect_ratio=eyes_open,
-        n_faces=detection.n_faces,
-        inter_ocular_px=inter_ocular_distance(landmarks),
-        scale=float(math.sqrt(abs(np.linalg.det(clip_matrix[:, :2])))),
-        roll_degrees=math.degrees(math.atan2(left[1] - right[1], left[0] - right[0])),
-        mode=mode,
-        head_motion_px=head_motion,
-        residual_motion_px=residual,
-        unstabilised_frames=unstabilised,
-        attempts=detection.attempts,
-    )
-    return AlignedClip(crops, mask, matrices, crop_landmarks, quality)
+
+def _is_colour(frames) -> bool:
+    """Whether the clip's frames are RGB (H, W, 3); (H, W) and (H, W, 1) are gray. A clip mixing both is refused."""
+    if isinstance(frames, np.ndarray):
+        return frames.ndim == 4 and frames.shape[3] == 3
+    kinds = {np.ndim(frame) == 3 and np.shape(frame)[2] == 3 for frame in frames}
+    if len(kinds) > 1:
+        raise ValueError("the clip mixes gray and RGB frames")
+    return kinds == {True}
+
+
+def _crop_size(size) -> int:
+    try:
+        size = operator.index(size)
+    except TypeError:
+        raise ValueError(f"the crop size must be an integer number of pixels, got {size!r}") from None
+    if size < 8:
+        raise ValueError(f"the crop size must be at least 8 px, got {size}")
+    return size
 
 def _head_motion(frames, anchor, measured, clip_matrix, region, size, interpolation):
     """Rigid motion of the face from the anchor frame to every frame, in crop pixels.

@@ -68,6 +68,33 @@ def eye_targets(size: int = DEFAULT_SIZE, *, eye_line: float = EYE_LINE, inter_o
     centre_x, half = (size - 1) / 2, inter_ocular * size / 2
     return np.array([[centre_x - half, eye_line * size], [centre_x + half, eye_line * size]])
 
+def crop_rescale_matrix(from_size: int, to_size: int) -> np.ndarray:
+    """(2, 3) map from crop pixels at ``from_size`` to crop pixels at ``to_size`` of the same face.
+
+    With ``k = to_size / from_size`` it is ``p -> k p + ((k - 1) / 2, 0)``: for any eye centres,
+    ``crop_rescale_matrix(S1, S2) @ similarity_from_eyes(..., S1) = similarity_from_eyes(..., S2)``
+    in exact arithmetic, whatever ``eye_line`` and ``inter_ocular`` are. Why not plain ``k p``: of
+    the targets, the eye distance (``inter_ocular * S``) and the eye line's height
+    (``eye_line * S``) are fractions of S, but the eye midpoint's x is the crop's centre
+    ``(S - 1) / 2`` (the origin is the centre of the top-left pixel), which is ``S / 2`` shifted by
+    half a pixel, and that half pixel does not scale. Composing on the left (``compose(A, M)``)
+    also carries any correction applied in crop pixels, ``C o M``, to ``(A C A^-1) o (A M)``: the
+    same correction in the new crop's pixels, applied to the new crop's transform.
+
+    Parameters
+    ----------
+    from_size, to_size : crop sides S1 and S2 in pixels (positive).
+
+    Returns
+    -------
+    (2, 3) float64 affine matrix (a uniform scaling by k and a shift; the identity when the sizes
+    are equal).
+    """
+    if from_size <= 0 or to_size <= 0:
+        raise ValueError(f"crop sizes must be positive, got {from_size} and {to_size}")
+    k = to_size / from_size
+    return np.array([[k, 0.0, (k - 1) / 2], [0.0, k, 0.0]])
+
 def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Points (N, 2) mapped by a (2, 3) affine matrix."""
     points = np.asarray(points, np.float64)
