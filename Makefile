@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mepipe build --dataset demo
+	$(BIN)/mepipe build --dataset demo --for all
 	$(BIN)/mepipe info
 	$(BIN)/mepipe show demo/sub01/EP04_01f --artifact flow --out cache/demo/flow.png
 	$(BIN)/mepipe train --model ststnet --dataset demo --seeds 0,1,2 --out cache/demo/runs --name ststnet-demo

@@ -97,6 +97,9 @@ def verify(dataset, root, sheet, strict, decode, workers) -> None:
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="The dataset's root folder (demo: where the synthetic set is made).")
 @click.option("--store", type=click.Path(path_type=Path), default=None, help="Zarr store  [default: $MEPIPE_STORE or cache/mepipe.zarr]")
 @click.option("--artifacts", default=None, help="Comma-separated artifacts (what they need is added)  [default: all that apply]")
+@click.option("--for", "for_models", default=None, metavar="MODELS",
+              help="Build what these models read, each at its paper's settings (crop size, colour, eyes): "
+                   "comma-separated model names, or all (every model, and the default build).")
 @click.option("--config", type=click.Path(path_type=Path), default=None, help="TOML file of parameters, one [artifact] table each.")
 @click.option("--param", "-p", "params", multiple=True, metavar="ARTIFACT.NAME=VALUE", help="A parameter, e.g. -p flow.lambda_=0.1 (repeatable).")
 @click.option("--scheduler", default="processes", show_default=True, help="threads, processes, or a dask.distributed scheduler address (tcp://host:8786).")
@@ -104,14 +107,22 @@ def verify(dataset, root, sheet, strict, decode, workers) -> None:
 @click.option("--strict", is_flag=True, help="Exit non-zero when any sample failed.")
 @click.option("--wait", is_flag=True, help="When another build is writing the same dataset group, wait for it to end.")
 @click.option("--retry-failed", is_flag=True, help="Retry every recorded failure (by default only those whose frame files changed).")
-def build(dataset, root, store, artifacts, config, params, scheduler, workers, strict, wait, retry_failed) -> None:
+def build(dataset, root, store, artifacts, for_models, config, params, scheduler, workers, strict, wait, retry_failed) -> None:
     """Build a dataset's aligned faces and features into the Zarr store (only what is missing or stale)."""
-    from mepipe.pipeline.build import BuildError, BuildOptions, build as run_build
+    from mepipe.pipeline.build import DATASETS, BuildError, BuildOptions, build as run_build
     from mepipe.pipeline.report import build_table
 
     names = tuple(name.strip() for name in artifacts.split(",") if name.strip()) if artifacts is not None else None
+    targets = None
+    if for_models is not None and dataset in DATASETS:
+        from mepipe.models.recipes import OptionError, build_targets
+
+        try:
+            targets = build_targets(for_models.split(","), "casme2" if dataset == "demo" else dataset)
+        except OptionError as error:
+            raise click.ClickException(str(error)) from None
     options = BuildOptions(dataset=dataset, root=root, store=store, artifacts=names, config=config, params=params,
-                           scheduler=scheduler, workers=workers, wait=wait, retry_failed=retry_failed)
+                           scheduler=scheduler, workers=workers, wait=wait, retry_failed=retry_failed, targets=targets)
     click.echo(f"mepipe build: {dataset} -> {store or 'the default store'}", err=True)
     try:
         summary = run_build(options, progress=_build_progress(), notice=lambda text: click.echo(f"  {text}", err=True))
@@ -164,13 +175,14 @@ def info(store, check, wait) -> None:
 @click.option("--artifact", required=True, help="face, frames, flow, strain, residual, dynamic, magnified or magnified_flow.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG to write.")
 @click.option("--store", type=click.Path(path_type=Path), default=None, help="Zarr store  [default: $MEPIPE_STORE or cache/mepipe.zarr]")
-def show(sample, artifact, out, store) -> None:
+@click.option("--variant", default=None, metavar="NAME", help="The input variant to show, e.g. 320-rgb-eyes-kept  [default: the dataset's own]")
+def show(sample, artifact, out, store, variant) -> None:
     """Write a picture of one artifact of one sample (SAMPLE: group/subject/clip, e.g. demo/sub01/EP02_01f)."""
     from mepipe.pipeline.pictures import PictureError, artifact_picture, write_picture
     from mepipe.pipeline.store import StoreError, default_store
 
     try:
-        write_picture(artifact_picture(store or default_store(), sample, artifact), out)
+        write_picture(artifact_picture(store or default_store(), sample, artifact, variant), out)
     except (PictureError, StoreError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"wrote {out}")
@@ -187,7 +199,10 @@ def show(sample, artifact, out, store) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto (the GPU when there is one), cpu, cuda, cuda:1 ...")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True, help="Folder of run directories.")
 @click.option("--name", default=None, help="Run directory name  [default: MODEL-DATASET-PROTOCOL-TIME]")
-def train(model, dataset, protocol, store, seeds, folds, settings, device, out, name) -> None:
+@click.option("--variant", default=None, metavar="NAME",
+              help="Read this input variant instead of the model's own (e.g. 224-gray-eyes-zero, or default: the "
+                   "dataset group's own); recorded as a deviation  [default: the model's, built by --for MODEL]")
+def train(model, dataset, protocol, store, seeds, folds, settings, device, out, name, variant) -> None:
     """Train a model leave-one-subject-out over a protocol's folds; write a run directory."""
     from mepipe.models.loso import RunError, RunOptions, train_run
     from mepipe.models.recipes import OptionError
@@ -196,7 +211,7 @@ def train(model, dataset, protocol, store, seeds, folds, settings, device, out, 
     try:
         options = RunOptions(model=model, dataset=dataset, protocol=protocol, store=store, seeds=_integers(seeds, "--seeds"),
                              out=out, device=device, folds=_integers(folds, "--folds") if folds else None,
-                             settings=tuple(settings), name=name)
+                             settings=tuple(settings), name=name, variant=variant)
         result = train_run(options, log=lambda text: click.echo(f"  {text}", err=True))
     except (RunError, OptionError, StoreError, ValueError) as error:
         raise click.ClickException(str(error)) from None

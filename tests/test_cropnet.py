@@ -258,7 +258,7 @@ def test_inputs_pick_the_residual_channel(model_store):
 def test_one_loso_fold_through_the_recipe(model_store, tmp_path, cgpo):
     settings = ("size=32", "epochs=2", "batch_size=4", f"cgpo={str(cgpo).lower()}")
     lines = []
-    result = train_run(RunOptions("cropnet", "composite", "3class", store=model_store, seeds=(0,), folds=(0,),
+    result = train_run(RunOptions("cropnet", "composite", "3class", variant="default", store=model_store, seeds=(0,), folds=(0,),
                                   out=tmp_path, settings=settings, name="cropnet"), log=lines.append)
     history = json.loads((result.directory / "history.json").read_text())
     fold = history[0]["folds"][0]

@@ -234,7 +234,7 @@ def test_loss_falls_on_a_fixed_batch(model_store):
 
 def test_one_fold_through_the_recipe_and_option_errors(model_store, tmp_path):
     settings = ("size=32", "window=2", "epochs=2", "decay_epochs=1", "batch_size=4")
-    result = train_run(RunOptions("cva", "composite", "3class", store=model_store, seeds=(0,), folds=(0,),
+    result = train_run(RunOptions("cva", "composite", "3class", variant="default", store=model_store, seeds=(0,), folds=(0,),
                                   out=tmp_path, settings=settings, name="cva"))
     with open(result.directory / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -244,5 +244,5 @@ def test_one_fold_through_the_recipe_and_option_errors(model_store, tmp_path):
     config = json.loads((result.directory / "config.json").read_text())
     assert config["options"]["attention"] == "vertical" and config["inference_ms_per_sample"] > 0
     with pytest.raises(OptionError, match="option position must be one of swin, vit"):
-        train_run(RunOptions("cva", "composite", "3class", store=model_store, seeds=(0,), folds=(0,),
+        train_run(RunOptions("cva", "composite", "3class", variant="default", store=model_store, seeds=(0,), folds=(0,),
                              out=tmp_path, settings=("position=resnet",)))

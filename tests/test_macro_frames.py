@@ -98,7 +98,7 @@ def test_the_recipe_takes_the_rule_s_frames_from_the_stored_clips_with_the_eyes_
 
     root, store, _ = ckplus
     reading = read_ckplus(root)
-    macro = MobileViTRecipe()._macro_samples(store, MobileViTOptions(size=32), own_variant=False)
+    macro = MobileViTRecipe()._macro_samples(store, MobileViTOptions(size=32), None)
 
     expected = hand_counts(reading.samples, paper_frames)
     assert macro.names == ["ckplus"] and macro.classes == CLASSES
@@ -130,7 +130,7 @@ def test_the_recipe_logs_the_counts_beside_the_paper_s(ckplus):
     from mepipe.models.recipes.mobilevit import MobileViTOptions, MobileViTRecipe
 
     _, store, _ = ckplus
-    macro = MobileViTRecipe()._macro_samples(store, MobileViTOptions(size=32), own_variant=False)
+    macro = MobileViTRecipe()._macro_samples(store, MobileViTOptions(size=32), None)
     lines = counts_table(macro.taken, macro.classes)
     assert lines[0].split() == ["source", *CLASSES, "total"]
     assert lines[1].split() == ["ckplus", "9", "of", "3", "seq", "3", "of", "1", "seq", "3", "of", "1", "seq",

@@ -176,7 +176,7 @@ def test_recipe_inputs_pick_evenly_spaced_frames(model_store):
 
 def test_one_fold_through_the_recipe_with_each_ablation(model_store, tmp_path):
     lines = []
-    result = train_run(RunOptions("mfvan", "composite", "3class", store=model_store, seeds=(0,), folds=(0,),
+    result = train_run(RunOptions("mfvan", "composite", "3class", variant="default", store=model_store, seeds=(0,), folds=(0,),
                                   out=tmp_path, settings=TINY_SETTINGS, name="full"), log=lines.append)
     assert any("teacher pre-training" in line for line in lines)
     fold = json.loads((result.directory / "history.json").read_text())[0]["folds"][0]
@@ -187,7 +187,7 @@ def test_one_fold_through_the_recipe_with_each_ablation(model_store, tmp_path):
     recipe = MFVANRecipe()
     full = recipe.build(apply_settings(MFVANOptions(), TINY_SETTINGS), 3)
     for setting in ("identity_removal=false", "scales=1", "identity_source=student"):
-        result = train_run(RunOptions("mfvan", "composite", "3class", store=model_store, seeds=(0,), folds=(0,),
+        result = train_run(RunOptions("mfvan", "composite", "3class", variant="default", store=model_store, seeds=(0,), folds=(0,),
                                       out=tmp_path, settings=TINY_SETTINGS + ("epochs=1", setting)))
         assert result.per_seed[0]["overall"].n == 2
         ablated = recipe.build(apply_settings(MFVANOptions(), TINY_SETTINGS + (setting,)), 3)

@@ -284,7 +284,7 @@ def test_inputs_stack_dynamic_and_magnified_flow(model_store):
 
 def test_one_fold_through_the_recipe(model_store, tmp_path):
     settings = ("size=tiny", "image_size=32", "epochs=2", "batch_size=8", "lr=1e-3")
-    result = train_run(RunOptions("msmmt", "composite", "3class", store=model_store, seeds=(0,), folds=(0,),
+    result = train_run(RunOptions("msmmt", "composite", "3class", variant="default", store=model_store, seeds=(0,), folds=(0,),
                                   out=tmp_path, settings=settings, name="msmmt"))
     with open(result.directory / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

@@ -297,3 +297,17 @@ def test_colour_rrs_is_each_channel_gray_rrs_placed_in_the_joint_range():
         # float32 rounding of both images (values <= 255, about 1.5e-5 each) plus the float64 map
         np.testing.assert_allclose(rrs[..., z], expected, rtol=0, atol=1e-4)
     assert rrs[..., 2].max() < 0.5 * 255  # not stretched to full scale on its own
+
+
+def test_rrs_per_channel_stretches_each_channel_by_its_own_range():
+    """``per_channel``: each channel of an RGB clip is its own gray RRS (equation (7) applied to
+    that channel alone); the default keeps one range over all channels, as equation (7) writes it."""
+    rng = np.random.default_rng(3)
+    clip = rng.integers(0, 256, size=(13, 5, 6, 3), dtype=np.uint8)
+    clip[..., 2] //= 4  # a dim channel: its own range differs from the image's
+    per_channel = relative_residual_sum(clip, 0, 6, 12, per_channel=True)
+    for c in range(3):
+        np.testing.assert_allclose(per_channel[..., c], relative_residual_sum(clip[..., c], 0, 6, 12), rtol=0, atol=1e-4)
+        assert per_channel[..., c].min() == 0.0 and per_channel[..., c].max() == 255.0
+    joint = relative_residual_sum(clip, 0, 6, 12)
+    assert joint[..., 2].max() < 255.0  # the dim channel stays dim under the paper's one range

@@ -197,7 +197,8 @@ def test_a_task_of_a_build_that_lost_its_lock_marks_nothing_done(tiny, reference
     from mepipe.pipeline.lock import GroupLock
     from mepipe.pipeline.params import cache_keys, resolve_params
     from mepipe.pipeline.artifacts import DEPENDS
-    from mepipe.pipeline.tasks import SampleJob, run_sample
+    from mepipe.pipeline.tasks import SampleJob, VariantJob, run_sample
+    from mepipe.pipeline.variants import Variant
     from mepipe.datasets.adapters import read_dataset
 
     store = tmp_path / "store.zarr"
@@ -207,8 +208,9 @@ def test_a_task_of_a_build_that_lost_its_lock_marks_nothing_done(tiny, reference
     params = resolve_params(None, SMALL)
     sample = read_dataset("casme2", tiny).samples[0]
     with GroupLock(store, "casme2") as successor:
-        job = SampleJob(str(store), "casme2", 0, f"{sample.subject}/{sample.clip}", tuple(map(str, sample.frames)), sample.onset,
-                        sample.apex, sample.offset, 200.0, ("strain",), params, cache_keys(params, DEPENDS),
+        variant = VariantJob("casme2", 0, Variant.of_face(params["face"]), ("strain",), cache_keys(params, DEPENDS))
+        job = SampleJob(str(store), f"{sample.subject}/{sample.clip}", tuple(map(str, sample.frames)), sample.onset,
+                        sample.apex, sample.offset, 200.0, params, (variant,),
                         lock=str(successor.path), token="the-killed-build")
         result = run_sample(job)
     assert result.superseded and result.computed == []

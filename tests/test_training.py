@@ -212,7 +212,7 @@ def test_loso_folds_never_share_a_subject_and_test_every_sample_once(store):
 
 def test_a_full_ststnet_run_writes_its_directory_and_evaluate_recomputes_it(store, tmp_path):
     lines = []
-    result = train_run(RunOptions("ststnet", "composite", "3class", store=store, seeds=(0, 1), out=tmp_path,
+    result = train_run(RunOptions("ststnet", "composite", "3class", variant="default", store=store, seeds=(0, 1), out=tmp_path,
                                   settings=("epochs=3",), name="run"), log=lines.append)
     directory = result.directory
     for name in ("config.json", "predictions.csv", "metrics.json", "metrics.md", "confusion.png", "curves.png",
@@ -245,7 +245,7 @@ def test_a_full_ststnet_run_writes_its_directory_and_evaluate_recomputes_it(stor
 
 
 def test_uf1_and_uar_of_a_run_equal_scikit_learn_on_its_pooled_predictions(store, tmp_path):
-    result = train_run(RunOptions("ststnet", "composite", "3class", store=store, seeds=(0,), out=tmp_path,
+    result = train_run(RunOptions("ststnet", "composite", "3class", variant="default", store=store, seeds=(0,), out=tmp_path,
                                   settings=("epochs=2",), name="sk"))
     with open(result.directory / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -263,9 +263,9 @@ def test_one_fold_of_mobilevit_with_transfer_grid_search_and_svm(store, tmp_path
     lines = []
     settings = ("size=64", "macro_epochs=2", "macro_batch_size=4", "epochs=2", "frozen_epochs=1", "unfreeze_every=1",
                 "grid_batch=4", "grid_lr=0.001", "grid_epochs=1,2", "grid_validation=0.3", "svm_c=1,10")
-    result = train_run(RunOptions("mobilevit", "composite", "3class", store=store, seeds=(0,), folds=(0,),
+    result = train_run(RunOptions("mobilevit", "composite", "3class", variant="default", store=store, seeds=(0,), folds=(0,),
                                   out=tmp_path, settings=settings, name="mvit"), log=lines.append)
-    assert any("macro-expression transfer: 9 apex frames of ckplus" in line for line in lines)
+    assert any("macro-expression transfer: 15 frames of 5 sequences of ckplus" in line for line in lines)
     history = json.loads((result.directory / "history.json").read_text())
     fold = history[0]["folds"][0]
     assert fold["notes"]["svm_c"] in (1.0, 10.0) and len(fold["notes"]["grid"]) == 2
@@ -276,7 +276,7 @@ def test_one_fold_of_mobilevit_with_transfer_grid_search_and_svm(store, tmp_path
 
 
 def test_mobilevit_ablations_run_without_transfer_and_without_svm(store, tmp_path):
-    result = train_run(RunOptions("mobilevit", "composite", "3class", store=store, seeds=(0,), folds=(1,),
+    result = train_run(RunOptions("mobilevit", "composite", "3class", variant="default", store=store, seeds=(0,), folds=(1,),
                                   out=tmp_path, settings=("size=64", "transfer=false", "svm=false", "grid=false",
                                                           "epochs=1", "batch_size=4")))
     with open(result.directory / "predictions.csv", newline="") as handle:
@@ -287,7 +287,7 @@ def test_mobilevit_ablations_run_without_transfer_and_without_svm(store, tmp_pat
 def test_mobilevit_transfer_without_a_macro_group_says_what_to_build(tmp_path):
     only_micro = composite_store(tmp_path, ("face",), size=32)
     with pytest.raises(OptionError, match=r"needs a macro-expression group .*transfer=false"):
-        train_run(RunOptions("mobilevit", "composite", "3class", store=only_micro, seeds=(0,), folds=(0,),
+        train_run(RunOptions("mobilevit", "composite", "3class", variant="default", store=only_micro, seeds=(0,), folds=(0,),
                              out=tmp_path / "runs", settings=("size=32",)))
 
 
@@ -301,7 +301,7 @@ def test_mobilevit_transfer_without_a_macro_group_says_what_to_build(tmp_path):
 def test_bad_train_options_are_one_line_errors(store, tmp_path, arguments, expected):
     runner = CliRunner()
     outcome = runner.invoke(main, ["train", "--dataset", "composite", "--protocol", "3class", "--store", str(store),
-                                   "--out", str(tmp_path), *arguments])
+                                   "--out", str(tmp_path), "--variant", "default", *arguments])
     assert outcome.exit_code != 0
     assert expected in outcome.output and "Traceback" not in outcome.output
 
@@ -317,7 +317,7 @@ def test_the_cli_trains_and_evaluates(store, tmp_path):
     runner = CliRunner()
     outcome = runner.invoke(main, ["train", "--model", "ststnet", "--dataset", "composite", "--protocol", "3class",
                                    "--store", str(store), "--out", str(tmp_path), "--seeds", "0", "--name", "cli",
-                                   "-s", "epochs=2"])
+                                   "-s", "epochs=2", "--variant", "default"])
     assert outcome.exit_code == 0, outcome.output
     assert "| composite |" in outcome.output and "run directory:" in outcome.output
     evaluated = runner.invoke(main, ["evaluate", str(tmp_path / "cli")])
@@ -325,6 +325,6 @@ def test_the_cli_trains_and_evaluates(store, tmp_path):
 
 
 def test_without_a_protocol_training_takes_the_dataset_s_first(store, tmp_path):
-    result = train_run(RunOptions("ststnet", "casme2", None, store=store, seeds=(0,), out=tmp_path, folds=(0,),
+    result = train_run(RunOptions("ststnet", "casme2", None, variant="default", store=store, seeds=(0,), out=tmp_path, folds=(0,),
                                   settings=("epochs=1",), name="p"))
     assert json.loads((result.directory / "config.json").read_text())["protocol"] == "5class"

@@ -163,6 +163,7 @@ def relative_residual_sum(
     offset: int,
     n_key: int = N_KEY_FRAMES,
     value_range: tuple[float, float] = RRS_RANGE,
+    per_channel: bool = False,
 ) -> np.ndarray:
     """RRS image, equations (6)-(7) of Zhao et al. (2021): ``diff`` min-max stretched to [gmin, gmax].
 
@@ -173,6 +174,8 @@ def relative_residual_sum(
     onset, apex, offset : indices into ``frames``' first axis (see :func:`select_residual_frames`).
     n_key : N_key of equation (3), default 5.
     value_range : (gmin, gmax) of equation (7), default (0, 255) as in the paper.
+    per_channel : stretch each channel of an RGB clip by its own min and max (three gray RRS
+        images side by side) instead of one range over all channels as equation (7) writes it.
 
     Returns
     -------
@@ -186,6 +189,12 @@ def relative_residual_sum(
     if not gmin < gmax:
         raise ValueError(f"value_range must be (gmin, gmax) with gmin < gmax, got {value_range}")
     diff = residual_sum(frames, onset, apex, offset, n_key).astype(np.float64)
+    if per_channel and diff.ndim == 3:
+        return np.stack([_stretch(diff[..., c], gmin, gmax) for c in range(diff.shape[2])], axis=-1)
+    return _stretch(diff, gmin, gmax)
+
+
+def _stretch(diff: np.ndarray, gmin: float, gmax: float) -> np.ndarray:
     low, high = diff.min(), diff.max()
     if high == low:
         return np.full(diff.shape, gmin, np.float32)

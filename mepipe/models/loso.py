@@ -68,6 +68,9 @@ class RunOptions:
     device: str = "auto"
     folds: tuple[int, ...] | None = None
     settings: tuple[str, ...] = ()
+    #: the input variant to read instead of the model's own (``320-rgb-eyes-kept``), or ``default``:
+    #: each dataset group's own (a build without ``--for``); recorded as a deviation from the paper
+    variant: str | None = None
     name: str | None = None
 
 
@@ -82,6 +85,20 @@ class RunResult:
     fold_seconds: list[float] = field(default_factory=list)
 
 
+def _run_variant(name: str | None, spec):
+    """The variant a run reads: the model's own, one named, or None for ``default``."""
+    from mepipe.pipeline.variants import Variant
+
+    if name is None:
+        return spec.variant if spec is not None else None
+    if name == "default":
+        return None
+    try:
+        return Variant.parse(name)
+    except ValueError as error:
+        raise RunError(f"--variant {error}") from None
+
+
 def train_run(options: RunOptions, log: Callable[[str], None] = lambda text: None) -> RunResult:
     """Train and test ``options.model`` over the LOSO folds of the protocol; write the run directory."""
     start = time.perf_counter()
@@ -93,7 +110,10 @@ def train_run(options: RunOptions, log: Callable[[str], None] = lambda text: Non
     device = resolve_device(options.device)
     # training needs labels: without a protocol, the dataset's first (load alone would give none)
     protocol = options.protocol or labelled_protocol(store, options.dataset)
-    data = load(store, options.dataset, recipe.artifacts, protocol)
+    # the model reads its own input variant (its paper's crop size, colour and eyes), never another's
+    spec = recipe.inputs_spec
+    variant = _run_variant(options.variant, spec)
+    data = load(store, options.dataset, recipe.artifacts, protocol, variant=variant, for_model=recipe.name)
     if not len(data):
         raise RunError(f"{store}: {options.dataset} {data.protocol} has no sample with {', '.join(recipe.artifacts)} built")
     labels, groups = np.asarray(data.meta["label"]), np.asarray(data.meta["group"])
@@ -117,11 +137,16 @@ def train_run(options: RunOptions, log: Callable[[str], None] = lambda text: Non
         "mepipe": __version__, "torch": torch.__version__, "python": platform.python_version(),
         "machine": platform.machine(), "started": datetime.now().isoformat(timespec="seconds"), "status": "running",
         "missing": [list(item) for item in data.missing],
+        "variant": data.variant.name if data.variant is not None else None,
+        "own_variant": spec is not None and data.variant == spec.variant,
     }
     _write_json(directory / "config.json", config)
     say(f"{recipe.name} on {options.dataset} {data.protocol}: {len(data)} samples, {len(set(groups))} subjects, "
         f"{len(folds)} folds x {len(options.seeds)} seeds on {device}; run directory {directory}")
-    context = RunContext(store, tuple(data.classes), device, directory, say)
+    if spec is not None and data.variant != spec.variant:
+        say(f"reading variant {data.variant.name if data.variant else 'of each group'}, not {recipe.name}'s own "
+            f"{spec.variant.name} ({spec.variant.describe()}): a deviation from the paper's inputs")
+    context = RunContext(store, tuple(data.classes), device, directory, say, variant)
 
     rows, histories, per_seed, fold_seconds = [], [], [], []
     inference_ms = None

@@ -17,6 +17,11 @@ artifact           computed from   writes (per sample)
 
 Flow-type arrays are zero inside the eye mask (strain also one pixel around it, where its
 central differences reach into the mask), unless ``face.eye_fill`` is ``none``.
+
+In a colour variant (``face.colour``) the arrays defined on colour have each channel three times,
+``_r``, ``_g``, ``_b`` (:func:`array_specs`): ``face`` (6, S, S) onset_r .. apex_b, ``residual``
+(6, S, S) ars_r .. rrs_b, ``dynamic`` (3, S, S); the clip ``clips/frames`` is (T, S, S, 3) RGB. The
+flow-type arrays and the magnified clip are the same in both: computed on the gray crops.
 """
 
 from __future__ import annotations
@@ -73,6 +78,25 @@ DEFAULT_ARTIFACTS: dict[str, tuple[str, ...]] = {
     **{name: ("face", "flow", "strain", "residual", "dynamic") for name in ("ckplus", "oulu", "mug")},
     "jaffe": ("face",),
 }
+
+
+#: The arrays that hold one set of channels per colour in a colour variant.
+COLOUR_ARRAYS = ("face", "residual", "dynamic")
+#: The ragged clips stored in colour in a colour variant (``magnified`` feeds the flow: gray).
+COLOUR_CLIPS = ("frames",)
+RGB = ("r", "g", "b")
+
+
+def array_specs(name: str, colour: bool = False) -> tuple[ArraySpec, ...]:
+    """The fixed-size arrays artifact ``name`` writes, in a gray or a colour variant."""
+    specs = ARTIFACTS[name].arrays
+    if not colour:
+        return specs
+    return tuple(
+        ArraySpec(spec.name, tuple(f"{channel}_{c}" for channel in spec.channels for c in RGB), spec.dtype)
+        if spec.name in COLOUR_ARRAYS else spec
+        for spec in specs
+    )
 
 
 def with_dependencies(names) -> tuple[str, ...]:

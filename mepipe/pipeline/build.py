@@ -10,6 +10,7 @@ each into its own sample's chunks; only the driver writes metadata and attribute
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -27,10 +28,11 @@ from mepipe.pipeline.artifacts import ARTIFACTS, DEFAULT_ARTIFACTS, DEPENDS, wit
 from mepipe.pipeline.lock import GroupLock, LockError
 from mepipe.pipeline.params import ParamError, as_dict, cache_keys, resolve_params
 from mepipe.pipeline.store import (
-    StoreError, StoreWriteError, default_store, done_flags, failures, mark_stale, open_store, prepare_artifact, prepare_group,
-    size_on_disk, stale_artifacts,
+    StoreError, StoreWriteError, default_store, done_flags, failures, group_variant, mark_stale, open_store, prepare_artifact,
+    prepare_group, size_on_disk, stale_artifacts, variant_groups, variants_parent,
 )
-from mepipe.pipeline.tasks import INTERNAL_ERROR, SampleJob, SampleResult, input_fingerprint, run_sample
+from mepipe.pipeline.tasks import INTERNAL_ERROR, SampleJob, SampleResult, VariantJob, input_fingerprint, run_sample
+from mepipe.pipeline.variants import DEFAULT_VARIANT, Target, Variant
 
 DATASETS = (*READERS, "demo")
 DEMO_ROOT = Path("cache", "demo", "casme2")
@@ -59,6 +61,9 @@ class BuildOptions:
     wait: bool = False
     #: retry every recorded failure, not only those whose input files changed
     retry_failed: bool = False
+    #: the variants to build (``--for``, resolved by the models' declared inputs); None: one target,
+    #: the build's own variant with ``artifacts``
+    targets: tuple[Target, ...] | None = None
 
 
 @dataclass
@@ -69,12 +74,23 @@ class ArtifactCount:
 
 
 @dataclass
+class VariantBuild:
+    """One variant a build made: where it is stored and what was done there."""
+
+    variant: Variant
+    group: str  # its group in the store
+    artifacts: tuple[str, ...]
+    counts: dict[str, ArtifactCount]
+    readers: tuple[str, ...] = ()
+
+
+@dataclass
 class BuildSummary:
     dataset: str
     store: Path
     samples: int
-    artifacts: tuple[str, ...]
-    counts: dict[str, ArtifactCount]
+    artifacts: tuple[str, ...]  # of the first variant
+    counts: dict[str, ArtifactCount]  # of the first variant; every variant's in ``variants``
     wall_s: float
     size_bytes: int
     failures: list[tuple[str, str, str]]  # (sample_id, artifact, reason)
@@ -82,6 +98,7 @@ class BuildSummary:
     notes: list[str] = field(default_factory=list)
     scheduler: str = ""
     workers: int = 0
+    variants: list[VariantBuild] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -101,12 +118,11 @@ def build(options: BuildOptions, progress: Progress | None = None, notice: Notic
     group_name = options.dataset
     adapter = "casme2" if options.dataset == "demo" else options.dataset
     root = _dataset_root(options, say)
-    chosen = _artifacts(options.artifacts, adapter)
     try:
         params = resolve_params(options.config, options.params)
     except ParamError as error:
         raise BuildError(str(error)) from None
-    keys = cache_keys(params, DEPENDS)
+    plans = _plans(options, adapter, params)
     if options.scheduler not in ("threads", "processes") and not _ADDRESS.fullmatch(options.scheduler):
         raise BuildError(f"--scheduler must be threads, processes or a scheduler address such as tcp://host:8786; got {options.scheduler!r}")
     if options.workers is not None and options.workers < 1:
@@ -132,7 +148,7 @@ def build(options: BuildOptions, progress: Progress | None = None, notice: Notic
     try:
         store = open_store(store_path, mode="a")
         with GroupLock(store_path, group_name, wait=options.wait, notice=say) as lock:
-            summary = _build_group(options, store, store_path, group_name, adapter, root, reading.samples, chosen, params, keys,
+            summary = _build_group(options, store, store_path, group_name, adapter, root, reading.samples, plans,
                                    lock, remote, progress, started, notes)
     except StoreWriteError as error:
         raise BuildError(f"{error}; nothing that was not written is marked done: free space (or fix the store) and run the "
@@ -149,13 +165,58 @@ def build(options: BuildOptions, progress: Progress | None = None, notice: Notic
     return summary
 
 
-def _build_group(options, store, store_path, group_name, adapter, root, samples, chosen, params, keys, lock, remote, progress,
+@dataclass
+class _Plan:
+    """One target of the build, resolved: its variant, parameters, keys and artifacts."""
+
+    target: Target
+    variant: Variant
+    params: dict
+    keys: dict
+    chosen: tuple[str, ...]
+    group: object = None  # its zarr group, once prepared
+    rows: list[int] = field(default_factory=list)
+
+
+def _plans(options: BuildOptions, adapter: str, params: dict) -> list[_Plan]:
+    """The build's targets with their variant's parameters and keys; one per variant."""
+    if options.targets is not None and options.artifacts is not None:
+        raise BuildError("--for and --artifacts cannot be combined: --for builds what the named models read")
+    targets = options.targets if options.targets is not None else (Target(None, options.artifacts),)
+    if not targets:
+        raise BuildError("--for names no model that reads this dataset")
+    face = params["face"]
+    if options.targets is not None and any(t.variant is not None for t in targets):
+        defaults = type(face)()
+        set_here = [name for name in ("size", "colour", "eye_fill") if getattr(face, name) != getattr(defaults, name)]
+        if set_here:
+            raise BuildError(f"face.{set_here[0]} is set by each model's variant with --for; leave the parameter out, "
+                             "or build without --for")
+    merged: dict[Variant, _Plan] = {}
+    for target in targets:
+        variant = target.variant or Variant.of_face(face)
+        chosen = _artifacts(target.artifacts, adapter)
+        if variant in merged:
+            plan = merged[variant]
+            names = with_dependencies((*plan.chosen, *chosen))
+            plan.chosen = names
+            plan.target = Target(plan.target.variant or target.variant, names,
+                                 tuple(dict.fromkeys((*plan.target.readers, *target.readers))))
+            continue
+        variant_params = {**params, "face": dataclasses.replace(face, size=variant.size, colour=variant.colour,
+                                                                 eye_fill=variant.eye_fill)}
+        merged[variant] = _Plan(target, variant, variant_params, cache_keys(variant_params, DEPENDS), chosen)
+    return list(merged.values())
+
+
+def _build_group(options, store, store_path, group_name, adapter, root, samples, plans, lock, remote, progress,
                  started, notes) -> BuildSummary:
     """The part of a build that writes the group; runs while this build holds the group's lock."""
     rows = [_row(group_name, sample, root) for sample in samples]
     fps = LAYOUTS[adapter].fps if adapter in LAYOUTS else OTHER_FPS[adapter]
-    update = prepare_group(store, group_name, adapter=adapter, source_root=root.resolve(), fps=fps, rows=rows)
-    group = update.group
+    meta = dict(adapter=adapter, source_root=root.resolve(), fps=fps, rows=rows)
+    update = prepare_group(store, group_name, **meta)
+    dataset_group = update.group
     if update.added and update.added < len(samples):
         notes.append(f"{update.added} samples new to {group_name} are added; the others keep their results")
     if update.removed:
@@ -163,46 +224,79 @@ def _build_group(options, store, store_path, group_name, adapter, root, samples,
                      "their results removed")
     if update.changed:
         notes.append(f"{len(update.changed)} samples whose onset, apex, offset or frames changed are recomputed")
-    size = params["face"].size
-    subjects = [sample.subject for sample in samples]
-    changed_artifacts = [name for name in chosen
-                         if prepare_artifact(group, ARTIFACTS[name], keys[name], as_dict(params[name]), size, subjects,
-                                             {dep: keys[dep] for dep in DEPENDS[name]}) == "changed"]
-    if changed_artifacts:
-        notes.append(f"new parameters (theirs or upstream): {', '.join(changed_artifacts)} recomputed")
-    # what is computed from a rebuilt artifact is invalid too, whether or not this build asked for it
-    stale = {name: reason for name, reason in stale_artifacts(group).items()
-             if name not in chosen and not group.attrs["artifacts"][name].get("stale")}
-    mark_stale(group, stale)
-    for name, reason in stale.items():
-        notes.append(f"{name} is now stale ({reason}): build it again with --artifacts {name}")
 
-    flags = {name: done_flags(group, name) for name in chosen}
-    recorded = failures(group)
-    counts = {name: ArtifactCount() for name in chosen}
+    # where each variant lives: the dataset's own group holds the variant of a build without --for
+    # (or whatever it already holds); every other variant has a group of its own below variants/
+    own = (next((plan.variant for plan in plans if plan.target.variant is None), None) or group_variant(dataset_group)
+           or DEFAULT_VARIANT)
+    for plan in plans:
+        if plan.variant == own:
+            plan.group, plan.rows = dataset_group, update.rows
+        else:
+            parent = variants_parent(dataset_group)
+            variant_update = prepare_group(parent, plan.variant.name, **meta)
+            plan.group, plan.rows = variant_update.group, variant_update.rows
+        readers = sorted(set(plan.group.attrs.get("variant", {}).get("readers", [])) | set(plan.target.readers))
+        plan.group.attrs.update({"variant": {"name": plan.variant.name, "size": plan.variant.size, "colour": plan.variant.colour,
+                                             "eye_fill": plan.variant.eye_fill, "readers": readers}})
+    # the variants this build does not make still follow the dataset: new samples get rows, changed
+    # and removed samples lose their results there too
+    built = {plan.group.path for plan in plans}
+    for name, other in variant_groups(dataset_group).items():
+        if other.path not in built and other.path != dataset_group.path:
+            prepare_group(variants_parent(dataset_group), name, **meta)
+
+    subjects = [sample.subject for sample in samples]
+    for plan in plans:
+        group, keys, params = plan.group, plan.keys, plan.params
+        where = "" if group is dataset_group else f" in {plan.variant.name}"
+        changed_artifacts = [name for name in plan.chosen
+                             if prepare_artifact(group, ARTIFACTS[name], keys[name], as_dict(params[name]), plan.variant.size, subjects,
+                                                 {dep: keys[dep] for dep in DEPENDS[name]}, colour=plan.variant.colour) == "changed"]
+        if changed_artifacts:
+            notes.append(f"new parameters (theirs or upstream){where}: {', '.join(changed_artifacts)} recomputed")
+        # what is computed from a rebuilt artifact is invalid too, whether or not this build asked for it
+        stale = {name: reason for name, reason in stale_artifacts(group).items()
+                 if name not in plan.chosen and not group.attrs["artifacts"][name].get("stale")}
+        mark_stale(group, stale)
+        for name, reason in stale.items():
+            notes.append(f"{name}{where} is now stale ({reason}): build it again with --artifacts {name}")
+
+    state = []
+    for plan in plans:
+        state.append(({name: done_flags(plan.group, name) for name in plan.chosen}, failures(plan.group),
+                      {name: ArtifactCount() for name in plan.chosen}))
     failed: list[tuple[str, str, str]] = []
     jobs: list[SampleJob] = []
     retried = 0
     absolute_store = str(store_path.resolve())
-    for sample, row, index in zip(samples, rows, update.rows):
-        todo = []
-        # the clip's files are stat-ed once, and only for a sample that failed or has work to do
-        inputs = input_fingerprint(sample.frames) if recorded[index] or not all(flags[name][index] for name in chosen) else ""
-        for name in chosen:
-            failure = recorded[index].get(name, {})
-            if flags[name][index]:
-                counts[name].reused += 1
-            elif failure.get("key") == keys[name] and not _retry(failure, options.retry_failed, inputs):
-                counts[name].failed += 1
-                failed.append((row["sample_id"], name, failure["reason"]))
-            else:
-                retried += bool(failure)
-                todo.append(name)
-        if todo:
+    for position, (sample, row) in enumerate(zip(samples, rows)):
+        inputs = None
+        variant_jobs = []
+        for plan, (flags, recorded, counts) in zip(plans, state):
+            index = plan.rows[position]
+            todo = []
+            # the clip's files are stat-ed once, and only for a sample that failed or has work to do
+            if inputs is None and (recorded[index] or not all(flags[name][index] for name in plan.chosen)):
+                inputs = input_fingerprint(sample.frames)
+            for name in plan.chosen:
+                failure = recorded[index].get(name, {})
+                if flags[name][index]:
+                    counts[name].reused += 1
+                elif failure.get("key") == plan.keys[name] and not _retry(failure, options.retry_failed, inputs or ""):
+                    counts[name].failed += 1
+                    failed.append((row["sample_id"], _label(plan, name, dataset_group), failure["reason"]))
+                else:
+                    retried += bool(failure)
+                    todo.append(name)
+            if todo:
+                variant_jobs.append(VariantJob(plan.group.path, index, plan.variant, tuple(todo), plan.keys, inputs or ""))
+        if variant_jobs:
+            base = plans[0].params
             jobs.append(SampleJob(
-                absolute_store, group_name, index, f"{sample.subject}/{sample.clip}", tuple(str(p) for p in sample.frames),
-                sample.onset, sample.apex, sample.offset, fps, tuple(todo), {n: params[n] for n in params}, keys,
-                inputs=inputs, lock=str(lock.path.resolve()), token=lock.token,
+                absolute_store, f"{sample.subject}/{sample.clip}", tuple(str(p) for p in sample.frames),
+                sample.onset, sample.apex, sample.offset, fps, {n: base[n] for n in base}, tuple(variant_jobs),
+                lock=str(lock.path.resolve()), token=lock.token,
             ))
     if retried:
         notes.append(f"{retried} recorded failures retried (their input files changed, an internal error, or --retry-failed)")
@@ -214,25 +308,36 @@ def _build_group(options, store, store_path, group_name, adapter, root, samples,
         if remote is not None:
             workers = len(remote.scheduler_info().get("workers", {})) or workers
         results = _run(jobs, options.scheduler, workers, progress, started, remote)
-    sample_ids = {index: row["sample_id"] for row, index in zip(rows, update.rows)}
+    sample_ids = {f"{sample.subject}/{sample.clip}": row["sample_id"] for sample, row in zip(samples, rows)}
+    by_group = {plan.group.path: (plan, counts) for plan, (_, _, counts) in zip(plans, state)}
     for result in results:
-        for name in result.computed:
-            counts[name].computed += 1
-        for name, reason in result.failed.items():
-            counts[name].failed += 1
-            failed.append((sample_ids[result.index], name, reason))
+        for group_path, outcome in result.variants.items():
+            plan, counts = by_group[group_path]
+            for name in outcome.computed:
+                counts[name].computed += 1
+            for name, reason in outcome.failed.items():
+                counts[name].failed += 1
+                failed.append((sample_ids[result.key], _label(plan, name, dataset_group), reason))
     wall = time.perf_counter() - started
     try:
-        group.attrs.update({"last_build": {
-            "wall_s": round(wall, 3), "scheduler": options.scheduler if jobs else "none", "workers": workers,
-            "computed": {n: c.computed for n, c in counts.items()}, "failed": {n: c.failed for n, c in counts.items()},
-        }})
+        for plan, (_, _, counts) in zip(plans, state):
+            plan.group.attrs.update({"last_build": {
+                "wall_s": round(wall, 3), "scheduler": options.scheduler if jobs else "none", "workers": workers,
+                "computed": {n: c.computed for n, c in counts.items()}, "failed": {n: c.failed for n, c in counts.items()},
+            }})
     except OSError as error:
         raise StoreWriteError(f"cannot write the build record of {group_name}: {error.strerror or error} (errno {error.errno})") from None
+    variants = [VariantBuild(plan.variant, plan.group.path, plan.chosen, counts, plan.target.readers)
+                for plan, (_, _, counts) in zip(plans, state)]
     return BuildSummary(
-        group_name, store_path, len(samples), chosen, counts, wall, size_on_disk(store_path), sorted(failed), results, notes,
-        options.scheduler if jobs else "none", workers,
+        group_name, store_path, len(samples), plans[0].chosen, variants[0].counts, wall, size_on_disk(store_path), sorted(failed),
+        results, notes, options.scheduler if jobs else "none", workers, variants,
     )
+
+
+def _label(plan: _Plan, artifact: str, dataset_group) -> str:
+    """How a failure names the artifact: plain in the dataset's own variant, else ``variant/artifact``."""
+    return artifact if plan.group is dataset_group else f"{plan.variant.name}/{artifact}"
 
 
 def _retry(failure: dict, retry_failed: bool, inputs: str) -> bool:

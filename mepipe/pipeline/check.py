@@ -23,7 +23,7 @@ from zarr.core.sync import sync
 
 from mepipe.pipeline.artifacts import ARTIFACTS
 from mepipe.pipeline.lock import GroupLock
-from mepipe.pipeline.store import _clip_path, datasets_in, open_store, stale_artifacts, store_path_of
+from mepipe.pipeline.store import _clip_path, datasets_in, open_store, stale_artifacts, store_path_of, variant_groups
 
 
 @dataclass
@@ -51,9 +51,11 @@ def check_store(path: str | Path, repair: bool = True, wait: bool = False) -> li
     root = open_store(path, mode="r")
     reports = []
     for name in datasets_in(root):
+        # one lock per dataset covers its own group and its variants (as a build holds it)
         with GroupLock(path, name, wait=wait, command="info --check"):
-            group = zarr.open_group(str(path), path=name, mode="r+" if repair else "r")
-            reports.append(check_group(group, repair))
+            for member in [name, *(child.path for child in variant_groups(root[name]).values() if child.path != name)]:
+                group = zarr.open_group(str(path), path=member, mode="r+" if repair else "r")
+                reports.append(check_group(group, repair))
     return reports
 
 

@@ -103,11 +103,12 @@ def check_frame_bytes(data: bytes, path, typical_size: int | None = None) -> str
     return name
 
 
-def read_frame(path, typical_size: int | None = None) -> np.ndarray:
+def read_frame(path, typical_size: int | None = None, colour: bool = False) -> np.ndarray:
     """The file ``path`` as a (H, W) uint8 grayscale image, checked, read once.
 
     Raises :class:`FrameError` when it is missing, unreadable, fails :func:`check_frame_bytes` or
     is rejected by the decoder. A good file gives exactly ``cv2.imread(path, IMREAD_GRAYSCALE)``.
+    ``colour``: a colour file as (H, W, 3) uint8 RGB, a gray one (SAMM's) as (H, W), as stored.
     """
     try:
         with open(path, "rb") as file:
@@ -120,7 +121,9 @@ def read_frame(path, typical_size: int | None = None) -> np.ndarray:
         raise FrameError(path, f"cannot be read ({error.strerror or error})") from None
     name = check_frame_bytes(data, path, typical_size)
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYCOLOR if colour else cv2.IMREAD_GRAYSCALE)
+        if image is not None and image.ndim == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
     except cv2.error as error:
         raise FrameError(path, f"is not a readable image (the {name} decoder failed: {str(error).strip().splitlines()[-1]})") from None
     if image is None:
@@ -128,8 +131,10 @@ def read_frame(path, typical_size: int | None = None) -> np.ndarray:
     return image
 
 
-def decode_frames(paths: Iterable) -> np.ndarray:
+def decode_frames(paths: Iterable, colour: bool = False) -> np.ndarray:
     """A clip's frame files as one (T, H, W) uint8 grayscale array, in the order given.
+
+    ``colour``: (T, H, W, 3) RGB for colour files, (T, H, W) for gray ones (:func:`read_frame`).
 
     Every file is checked as :func:`read_frame` does, and every frame must have the first frame's
     size. Raises :class:`FrameError` for the first bad file (or for an empty ``paths``); use
@@ -139,13 +144,15 @@ def decode_frames(paths: Iterable) -> np.ndarray:
     if not paths:
         raise FrameError(None, "the clip has no frames")
     typical = _median_size(paths)
-    first = read_frame(paths[0], typical)
+    first = read_frame(paths[0], typical, colour)
     # filled in place: stacking a list of frames would hold the clip twice at the peak
     clip = np.empty((len(paths), *first.shape), np.uint8)
     clip[0] = first
     for index, path in enumerate(paths[1:], start=1):
-        image = read_frame(path, typical)
+        image = read_frame(path, typical, colour)
         if image.shape != first.shape:
+            if image.shape[:2] == first.shape[:2]:  # same size, one gray and one colour
+                raise FrameError(path, f"is {_kind(image.shape)}, the clip's first frame is {_kind(first.shape)}")
             raise FrameError(path, f"is {_size(image.shape)}, the clip's first frame is {_size(first.shape)}")
         clip[index] = image
     return clip
@@ -374,3 +381,7 @@ def _median_size(paths: Sequence) -> int | None:
 
 def _size(shape: tuple[int, ...]) -> str:
     return f"{shape[1]}x{shape[0]}"
+
+
+def _kind(shape: tuple[int, ...]) -> str:
+    return "gray" if len(shape) == 2 else f"colour ({shape[2]} channels)"

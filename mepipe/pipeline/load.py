@@ -39,8 +39,10 @@ from mepipe.datasets.protocols import COMPOSITE_DATASETS, PROTOCOLS, Fold, selec
 from mepipe.datasets.samples import DatasetReading, Sample
 from mepipe.pipeline.artifacts import ARTIFACTS, with_dependencies
 from mepipe.pipeline.store import (
-    INPUT_FIELDS, META_INT, META_TEXT, StoreError, datasets_in, done_flags, failures, in_dataset, open_store, read_clip, stale_artifacts,
+    INPUT_FIELDS, META_INT, META_TEXT, StoreError, datasets_in, done_flags, failures, find_variant, group_variant, in_dataset,
+    open_store, read_clip, stale_artifacts, variant_groups,
 )
+from mepipe.pipeline.variants import Variant
 
 #: Fixed-size arrays (N, C, S, S) -> the artifact that writes them.
 ARRAY_ARTIFACT: dict[str, str] = {spec.name: artifact.name for artifact in ARTIFACTS.values() for spec in artifact.arrays}
@@ -75,6 +77,9 @@ class LoadPlan:
     missing: list[tuple[str, str]]
     excluded: list[tuple[str, str]] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)
+    variant: Variant | None = None
+    #: dataset group name -> the path of the group read for it (its root or one of its variants)
+    paths: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -104,6 +109,10 @@ class LoadedData:
         is not done: the QC failure text, or ``not built``.
     excluded : (sample_id, reason) of the stored samples the protocol leaves out.
     absent : clips the protocol lists (MEGC2019 composite) that the store does not hold.
+    variant : the input variant read (crop size, colour, eyes; ``pipeline.variants``).
+    channels : array name -> its channel names (``("onset_r", ..., "apex_b")`` for a colour ``face``).
+    store, paths : the store read, and for each dataset group the path of the group read for it
+        (``casme2`` or ``casme2/variants/320-rgb-eyes-kept``).
     """
 
     dataset: str
@@ -115,6 +124,11 @@ class LoadedData:
     missing: list[tuple[str, str]]
     excluded: list[tuple[str, str]] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)
+    variant: Variant | None = None
+    channels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    store: Path | None = None
+    #: dataset group name -> the store path of the group read for it (its root or a variant)
+    paths: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.meta["sample_id"])
@@ -132,8 +146,18 @@ class LoadedData:
         return pandas.DataFrame({name: column for name, column in self.meta.items()})
 
 
-def load(store: str | Path, dataset: str, artifacts: str | Sequence[str] = (), protocol: str | None = None) -> LoadedData:
+def load(store: str | Path, dataset: str, artifacts: str | Sequence[str] = (), protocol: str | None = None,
+         variant: Variant | str | None = None, for_model: str | None = None, lazy_clips: bool = False) -> LoadedData:
     """The built artifacts of ``dataset`` (a store group or ``composite``) under ``protocol``.
+
+    ``lazy_clips``: the ragged clips (``frames``, ``magnified``) come as read-only ``zarr.Array``
+    handles, read only where indexed (``clip.get_orthogonal_selection((indices,))``), for a few
+    frames of long clips without holding every clip in memory.
+
+    ``variant``: the input variant to read (a :class:`~mepipe.pipeline.variants.Variant` or its
+    name, ``320-rgb-eyes-kept``); None reads the dataset group's own (a build without ``--for``).
+    ``for_model``: the model the variant is read for; a missing variant's error then gives the
+    ``mepipe build ... --for MODEL`` that makes it. ``mepipe.load(..., model=...)`` fills both.
 
     ``artifacts``: array names (``face``, ``eye_mask``, ``flow``, ``strain``, ``residual``,
     ``dynamic``, ``magnified_flow``) and ragged kinds (``frames``, ``magnified``); none gives the
@@ -142,18 +166,28 @@ def load(store: str | Path, dataset: str, artifacts: str | Sequence[str] = (), p
     :mod:`mepipe.datasets.protocols`). Raises :class:`LoadError` with a one-line message for a
     missing store, group, artifact or protocol.
     """
-    selected = plan(store, dataset, artifacts, protocol)
+    selected = plan(store, dataset, artifacts, protocol, variant, for_model)
     root = _open(selected.store)
-    groups = {name: root[name] for name in {group for group, _ in selected.rows}}
+    groups = {name: root[selected.paths[name]] for name in {group for group, _ in selected.rows}}
     arrays: dict[str, np.ndarray | list[np.ndarray]] = {}
+    channels: dict[str, tuple[str, ...]] = {}
     for name in selected.artifacts:
         if name in ARRAY_ARTIFACT:
             arrays[name] = _read_fixed(groups, selected, name)
+            if groups:
+                channels[name] = tuple(next(iter(groups.values()))[name].attrs.get("channels", ()))
         else:
             keys = [f"{subject}/{clip}" for subject, clip in zip(selected.meta["subject"], selected.meta["clip"])]
-            arrays[name] = [read_clip(groups[group], name, key) for (group, _), key in zip(selected.rows, keys)]
+            read = _clip_handle if lazy_clips else read_clip
+            arrays[name] = [read(groups[group], name, key) for (group, _), key in zip(selected.rows, keys)]
     return LoadedData(selected.dataset, selected.protocol, arrays, selected.meta, selected.classes, selected.folds,
-                      selected.missing, selected.excluded, selected.absent)
+                      selected.missing, selected.excluded, selected.absent, selected.variant, channels, selected.store,
+                      dict(selected.paths))
+
+
+def _clip_handle(group: zarr.Group, kind: str, key: str) -> zarr.Array:
+    subject, clip = key.split("/", 1)
+    return group["clips"][kind][subject][clip.replace("/", "__")]
 
 
 def labelled_protocol(store: str | Path, dataset: str) -> str:
@@ -170,8 +204,14 @@ def labelled_protocol(store: str | Path, dataset: str) -> str:
     return PROTOCOLS[adapter][0]
 
 
-def plan(store: str | Path, dataset: str, artifacts: str | Sequence[str] = (), protocol: str | None = None) -> LoadPlan:
+def plan(store: str | Path, dataset: str, artifacts: str | Sequence[str] = (), protocol: str | None = None,
+         variant: Variant | str | None = None, for_model: str | None = None) -> LoadPlan:
     """The rows, metadata, labels and folds :func:`load` would return, reading metadata only."""
+    if isinstance(variant, str):
+        try:
+            variant = Variant.parse(variant)
+        except ValueError as error:
+            raise LoadError(str(error)) from None
     store = Path(store)
     root = _open(store)
     present = datasets_in(root)
@@ -186,7 +226,7 @@ def plan(store: str | Path, dataset: str, artifacts: str | Sequence[str] = (), p
         raise _no_group(store, dataset, present)
     else:
         group_names = [dataset]
-    groups = {name: root[name] for name in group_names}
+    groups = {name: _variant_of(store, name, root[name], variant, for_model) for name in group_names}
     adapters = {name: str(group.attrs.get("adapter", name)) for name, group in groups.items()}
     if dataset == COMPOSITE:
         wrong = [f"{name} (adapter {adapter})" for name, adapter in adapters.items() if adapter != name]
@@ -194,7 +234,7 @@ def plan(store: str | Path, dataset: str, artifacts: str | Sequence[str] = (), p
             raise LoadError(f"{store}: composite needs groups built by their own adapter; {', '.join(wrong)}")
     for name, group in groups.items():
         _check_group(store, name, group)
-        _check_artifacts(store, name, group, wanted)
+        _check_artifacts(store, name, group, wanted, for_model)
     protocol_dataset = COMPOSITE if dataset == COMPOSITE else adapters[dataset]
     if protocol is not None:
         known = PROTOCOLS.get(protocol_dataset, ())
@@ -258,7 +298,9 @@ def plan(store: str | Path, dataset: str, artifacts: str | Sequence[str] = (), p
         meta["label_name"] = np.array([classes[i] for i in meta["label"]], dtype=object)
         meta["group"] = np.array([groups_of[i] for i in kept], dtype=object)
     folds = reindex_folds(selection_folds, kept, len(chosen))
-    return LoadPlan(store, dataset, protocol, wanted, rows, meta, tuple(classes), folds, missing, excluded, absent)
+    read = variant if variant is not None else next((group_variant(g) for g in groups.values() if group_variant(g)), None)
+    return LoadPlan(store, dataset, protocol, wanted, rows, meta, tuple(classes), folds, missing, excluded, absent, read,
+                    {name: group.path for name, group in groups.items()})
 
 
 def _no_group(store, dataset: str, present: Sequence[str]) -> LoadError:
@@ -320,13 +362,27 @@ def _check_group(store: Path, name: str, group: zarr.Group) -> None:
         raise LoadError(f"group {name} of {store} has no input fields; it was not made by this mepipe")
 
 
-def _build_hint(store: Path, name: str, group: zarr.Group, artifact: str) -> str:
+def _build_hint(store: Path, name: str, group: zarr.Group, artifact: str, for_model: str | None = None) -> str:
     root = group.attrs.get("source_root", "ROOT")
     dataset = "demo" if name == "demo" else str(group.attrs.get("adapter", name))
-    return f"mepipe build --dataset {dataset} --root {root} --store {store} --artifacts {artifact}"
+    what = f"--for {for_model}" if for_model else f"--artifacts {artifact}"
+    return f"mepipe build --dataset {dataset} --root {root} --store {store} {what}"
 
 
-def _check_artifacts(store: Path, name: str, group: zarr.Group, wanted: tuple[str, ...]) -> None:
+def _variant_of(store: Path, name: str, group: zarr.Group, variant: Variant | None, for_model: str | None) -> zarr.Group:
+    """The group of dataset ``name`` that holds ``variant`` (its own when None)."""
+    if variant is None:
+        return group
+    found = find_variant(group, variant)
+    if found is None:
+        held = ", ".join(variant_groups(group)) or "none"
+        who = f"{for_model} reads" if for_model else "asked for"
+        raise LoadError(f"{name} in {store} has no variant {variant.name} ({variant.describe()}), which {who}; variants built: "
+                        f"{held}; build it: `{_build_hint(store, name, group, 'face', for_model)}`")
+    return found
+
+
+def _check_artifacts(store: Path, name: str, group: zarr.Group, wanted: tuple[str, ...], for_model: str | None = None) -> None:
     built = _built(group)
     stale = stale_artifacts(group)
     for artifact in wanted:
@@ -336,12 +392,12 @@ def _check_artifacts(store: Path, name: str, group: zarr.Group, wanted: tuple[st
         if artifact not in built:
             producer = ARRAY_ARTIFACT.get(artifact) or RAGGED_ARTIFACT[artifact]
             raise LoadError(f"artifact {artifact!r} is not built in group {name} of {store} (built: {', '.join(built) or 'none'}); "
-                            f"run `{_build_hint(store, name, group, producer)}`")
+                            f"run `{_build_hint(store, name, group, producer, for_model)}`")
         producer = ARRAY_ARTIFACT.get(artifact) or RAGGED_ARTIFACT[artifact]
         chain = [link for link in with_dependencies([producer]) if link in stale]
         if chain:
             raise LoadError(f"artifact {artifact!r} of group {name} in {store} is stale: {chain[-1]} was {stale[chain[-1]]}; "
-                            f"rebuild it: `{_build_hint(store, name, group, chain[-1])}`")
+                            f"rebuild it: `{_build_hint(store, name, group, chain[-1], for_model)}`")
 
 
 def _read_meta(group: zarr.Group) -> dict[str, np.ndarray]:

@@ -26,17 +26,26 @@ class ParamError(ValueError):
 class FaceParams:
     """``face``: detection, landmarks, one similarity per clip, crop, eye mask (``features.face``).
 
-    size : side S of the square crops in pixels; 224 as most of the papers (models resize).
+    size : side S of the square crops in pixels; 224 as most of the papers. A model whose paper
+        says otherwise reads its own variant (``pipeline.variants``, ``build --for``).
+    colour : keep the RGB channels (crops, clips, and the artifacts defined on colour: ``residual``,
+        ``dynamic``); False: gray, the BT.601 luma of the colour crop. Flow-type artifacts are
+        always computed on the gray crops.
     mode : ``clip`` (one transform from the onset landmarks, head motion removed) or ``frame``.
     stabilize : remove the head's rigid motion in clip mode (see ``align_clip``).
     eye_margin : eye-mask margin in inter-ocular distances.
-    eye_fill : how the key frames fill the masked eyes: ``zero`` (as the papers show them),
-        ``mean`` or ``none``. The stored clip keeps its eyes; the mask is stored beside it.
+    eye_fill : how the eyes are hidden: ``zero`` (as the MobileViT paper shows them), ``mean``, or
+        ``none``: the eyes are kept and no artifact is masked. With ``zero`` or ``mean`` the key
+        frames, the residual and dynamic images are computed on eye-filled crops and the flow-type
+        arrays zeroed in the mask; flow, strain, the magnified clip and apex spotting always run on
+        the crops with their eyes (blinks are masked out of their results, not of their input). The
+        stored clip keeps its eyes; the mask is stored beside it.
     apex : ``annotation`` (the sheet's apex; the adapter's rule where there is none, e.g. SMIC's
         middle frame) or ``spot`` (the frame of largest facial motion, ``features.apex``).
     """
 
     size: int = 224
+    colour: bool = False
     mode: str = "clip"
     stabilize: bool = True
     eye_margin: float = 0.15
@@ -93,12 +102,19 @@ class StrainParams:
 
 @dataclass(frozen=True)
 class ResidualParams:
-    """``residual``: ARS and RRS images, Zhao et al. 2021 equations (5)-(7); N_key = 5."""
+    """``residual``: ARS and RRS images, Zhao et al. 2021 equations (5)-(7); N_key = 5.
+
+    rrs_range : the range an RGB clip's RRS is stretched by: ``image``, one min and max over all
+        pixels and channels, as equation (7) writes ``min(diff)`` and ``max(diff)``; or
+        ``channel``, each channel by its own.
+    """
 
     n_key: int = 5
+    rrs_range: str = "image"
 
     def validate(self) -> None:
         _positive(self, "n_key", minimum=1)
+        _choice(self, "rrs_range", ("image", "channel"))
 
 
 @dataclass(frozen=True)
@@ -153,7 +169,14 @@ PARAM_TYPES: dict[str, type] = {
 }
 
 #: Bumped when an artifact's code changes what it computes: stored results then stop matching.
-CODE_VERSIONS: dict[str, int] = {name: 1 for name in PARAM_TYPES}
+CODE_VERSIONS: dict[str, int] = {
+    **{name: 1 for name in PARAM_TYPES},
+    # 2: one alignment estimated at 224 px and scaled to the crop size; gray crops are the luma of
+    # the colour crop, so that the variants of a clip are the same face
+    "face": 2,
+    # 2: magnified from the crops with their eyes (was: from the eye-filled crops)
+    "magnified": 2,
+}
 
 
 def resolve_params(config: Path | None = None, overrides: Iterable[str] = ()) -> dict[str, object]:

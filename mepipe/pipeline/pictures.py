@@ -46,7 +46,8 @@ import zarr
 
 from mepipe.features.dynamic import display_image
 from mepipe.features.visualize import color_wheel, flow_to_color, label
-from mepipe.pipeline.store import StoreError, datasets_in, open_store
+from mepipe.pipeline.store import StoreError, datasets_in, open_store, variant_groups
+from mepipe.pipeline.variants import Variant
 
 #: Picture name -> the artifact whose completion flag (``done/<artifact>``) it needs. ``frames``
 #: and ``magnified`` show the ragged clips, ``face`` the ``face`` and ``eye_mask`` arrays, the
@@ -101,7 +102,7 @@ class _Sample:
 
 # ---------------------------------------------------------------- public API
 
-def artifact_picture(store_path: str | Path, sample: str, artifact: str) -> np.ndarray:
+def artifact_picture(store_path: str | Path, sample: str, artifact: str, variant: str | None = None) -> np.ndarray:
     """(H, W, 3) uint8 RGB picture of one artifact of one sample of the store at ``store_path``.
 
     Parameters
@@ -112,6 +113,8 @@ def artifact_picture(store_path: str | Path, sample: str, artifact: str) -> np.n
     artifact : one of :data:`PICTURES` (``face``, ``frames``, ``flow``, ``strain``, ``residual``,
         ``dynamic``, ``magnified``, ``magnified_flow``) or an alias (``aligned`` for ``frames``,
         ``eye_mask`` for ``face``).
+    variant : the input variant to show (``320-rgb-eyes-kept``; ``pipeline.variants``); None: the
+        dataset group's own (a build without ``--for``).
 
     Raises
     ------
@@ -128,7 +131,7 @@ def artifact_picture(store_path: str | Path, sample: str, artifact: str) -> np.n
         root = open_store(store_path, "r")
     except StoreError as error:
         raise PictureError(str(error)) from None
-    found = _find_sample(root, Path(store_path), sample)
+    found = _find_sample(root, Path(store_path), sample, variant)
     _check_computed(found, name, artifact)
     picture = _DRAW[name](found)
     return _captioned(picture, found.caption(), name)
@@ -168,7 +171,7 @@ def _alias_of(name: str) -> str | None:
     return next((alias for alias, target in ALIASES.items() if target == name), None)
 
 
-def _find_sample(root: zarr.Group, store_path: Path, sample: str) -> _Sample:
+def _find_sample(root: zarr.Group, store_path: Path, sample: str, variant: str | None = None) -> _Sample:
     groups = datasets_in(root)
     if not groups:
         raise PictureError(f"the store at {store_path} holds no dataset yet (build one with `mepipe build`)")
@@ -191,6 +194,8 @@ def _find_sample(root: zarr.Group, store_path: Path, sample: str) -> _Sample:
     name, index = matches[0]
     group = root[name]
     sample_id = ids[name][index]
+    if variant is not None:
+        group, index = _in_variant(group, name, sample_id, variant)
 
     def number(field: str, default: int = -1) -> int:
         return int(group[field][index]) if field in group else default
@@ -202,6 +207,23 @@ def _find_sample(root: zarr.Group, store_path: Path, sample: str) -> _Sample:
         number("onset"), used if used >= 0 else apex, apex, number("offset"), number("n_frames"),
         (number("onset_frame"), number("apex_frame"), number("offset_frame")),
     )
+
+
+def _in_variant(group: zarr.Group, name: str, sample_id: str, variant: str) -> tuple[zarr.Group, int]:
+    """The group of dataset ``name`` holding ``variant``, and the sample's row there."""
+    try:
+        wanted = Variant.parse(variant)
+    except ValueError as error:
+        raise PictureError(str(error)) from None
+    held = variant_groups(group)
+    if wanted.name not in held:
+        raise PictureError(f"{name} has no variant {wanted.name}; its variants: {', '.join(held) or 'none'} "
+                           f"(build one with `mepipe build --for MODEL`)")
+    child = held[wanted.name]
+    rows = [str(value) for value in child["sample_id"][:]]
+    if sample_id not in rows:
+        raise PictureError(f"{sample_id} is not in variant {wanted.name} of {name} (build it again with --for)")
+    return child, rows.index(sample_id)
 
 
 def _computed(found: _Sample) -> list[str]:
@@ -251,7 +273,7 @@ def failures_of(group: zarr.Group, index: int) -> dict:
 
 def _face(found: _Sample) -> np.ndarray:
     group, i = found.group, found.index
-    crops = group["face"][i]  # (2, S, S) uint8, eyes filled
+    crops = _images(group["face"][i], _per_colour(found, "face"))  # 2 x (S, S[, 3]) uint8, eyes filled
     mask = group["eye_mask"][i, 0].astype(bool)
     scale = _scale(crops.shape[-1], 4)
     try:  # the mask shows best over the eyes it hides: the aligned clip's apex frame keeps them
@@ -347,6 +369,11 @@ def _strain(found: _Sample) -> np.ndarray:
 
 
 def _residual(found: _Sample) -> np.ndarray:
+    if _per_colour(found, "residual"):  # per-channel ARS and RRS: shown as the colour images they are
+        ars, rrs = _images(found.group["residual"][found.index], True)
+        scale = _scale(ars.shape[0], 2)
+        return _row([label(_up(np.clip(image, 0, 255).astype(np.uint8), scale), name)
+                     for image, name in ((ars, "ARS per channel (sum mod 256), RGB"), (rrs, "RRS per channel, RGB"))])
     residual = _float(found.group["residual"][found.index])  # (2, S, S), grey levels 0..255
     face = _face_region(found, residual.shape[-1])
     scale = _scale(residual.shape[-1], 2)
@@ -355,6 +382,9 @@ def _residual(found: _Sample) -> np.ndarray:
 
 
 def _dynamic(found: _Sample) -> np.ndarray:
+    if _per_colour(found, "dynamic"):  # MSMMT's RGB dynamic image
+        image = _images(found.group["dynamic"][found.index], True)[0]
+        return label(_up(image, _scale(image.shape[0], 2)), "RGB dynamic image, onset..apex")
     image = np.asarray(found.group["dynamic"][found.index, 0])  # (S, S) uint8, min-max scaled
     face = _face_region(found, image.shape[-1])
     scale = _scale(image.shape[-1], 2)
@@ -487,7 +517,23 @@ def _up(image: np.ndarray, scale: int) -> np.ndarray:
 
 
 def _gray_rgb(image: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(np.ascontiguousarray(image, dtype=np.uint8), cv2.COLOR_GRAY2RGB)
+    """An (S, S) gray image as RGB; an (S, S, 3) colour one (a colour variant's) as it is."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    return image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+
+
+def _images(stored: np.ndarray, per_colour: bool) -> np.ndarray:
+    """A sample's (K, S, S) channels, or (3K, S, S) of a colour variant, as K images (S, S[, 3])."""
+    stored = np.asarray(stored)
+    if not per_colour:
+        return stored
+    return stored.reshape(-1, 3, *stored.shape[1:]).transpose(0, 2, 3, 1)
+
+
+def _per_colour(found: _Sample, name: str) -> bool:
+    """Whether the array has its channels per colour (``..._r, ..._g, ..._b``: a colour variant)."""
+    channels = list(found.group[name].attrs.get("channels", []))
+    return bool(channels) and str(channels[-1]).endswith("_b")
 
 
 def _row(panels: list[np.ndarray]) -> np.ndarray:

@@ -7,7 +7,9 @@ from collections import Counter
 from pathlib import Path
 
 from mepipe.pipeline.params import PARAM_TYPES
-from mepipe.pipeline.store import datasets_in, done_flags, failures, in_dataset, open_store, size_on_disk, stale_artifacts
+from mepipe.pipeline.store import (
+    datasets_in, done_flags, failures, group_variant, in_dataset, open_store, size_on_disk, stale_artifacts, store_path_of, variant_groups,
+)
 
 MAX_LISTED = 10
 
@@ -15,10 +17,16 @@ MAX_LISTED = 10
 def build_table(summary) -> str:
     """The end-of-build summary: per artifact computed / reused / failed, wall time, store and size."""
     lines = [f"{summary.dataset}: {summary.samples} samples -> {summary.store} ({_size(summary.size_bytes)})", ""]
-    lines.append(f"  {'artifact':<16}{'computed':>9}{'reused':>8}{'failed':>8}")
-    for name, count in summary.counts.items():
-        lines.append(f"  {name:<16}{count.computed:>9}{count.reused:>8}{count.failed:>8}")
-    lines.append("")
+    several = len(getattr(summary, "variants", [])) > 1
+    for variant in (summary.variants if several else [None]):
+        counts = summary.counts if variant is None else variant.counts
+        if variant is not None:
+            readers = f", for {', '.join(variant.readers)}" if variant.readers else ""
+            lines.append(f"  variant {variant.variant.name} ({variant.variant.describe()}{readers}) in {variant.group}")
+        lines.append(f"  {'artifact':<16}{'computed':>9}{'reused':>8}{'failed':>8}")
+        for name, count in counts.items():
+            lines.append(f"  {name:<16}{count.computed:>9}{count.reused:>8}{count.failed:>8}")
+        lines.append("")
     if summary.results:
         kernels = sum(sum(v for k, v in r.seconds.items() if k not in ("decode", "write", "read")) for r in summary.results)
         decode = sum(r.seconds.get("decode", 0.0) for r in summary.results)
@@ -61,33 +69,60 @@ def store_report(path: str | Path) -> str:
             lines.append(f"  {gone} earlier samples are no longer in the dataset (rows kept with in_dataset false, results removed)")
         emotions = Counter(str(e) for e, keep in zip(group["emotion"][:], current) if keep)
         lines.append("  emotions: " + ", ".join(f"{e} {c}" for e, c in emotions.most_common()))
-        records = group.attrs.get("artifacts", {})
-        stale = stale_artifacts(group)
-        recorded_failures = [f if keep else {} for f, keep in zip(failures(group), current)]
-        lines.append(f"  {'artifact':<16}{'done':>6}{'failed':>8}  {'key':<18}parameters (differing from the defaults)")
-        for artifact, record in records.items():
-            done = int(done_flags(group, artifact).sum())
-            failed = sum(1 for f in recorded_failures if f.get(artifact, {}).get("key") == record["key"])
-            text = _params_text(artifact, record["params"], record.get("size"), records)
-            lines.append(f"  {artifact:<16}{done:>6}{failed:>8}  {record['key']:<18}{text}")
-            if artifact in stale:
-                lines.append(f"  {'':<16}STALE: {stale[artifact]}; rebuild with --artifacts {artifact}")
-        failed_samples = [(str(group["sample_id"][i]), f) for i, f in enumerate(recorded_failures) if f]
-        if failed_samples:
-            lines.append(f"  QC: {len(failed_samples)} samples with failures")
-            for sample_id, record in failed_samples[:MAX_LISTED]:
-                artifact, first = next(iter(record.items()))
-                more = f" (+{len(record) - 1} artifacts)" if len(record) > 1 else ""
-                lines.append(f"    {sample_id}  {artifact}: {first['reason']}{more}")
-            if len(failed_samples) > MAX_LISTED:
-                lines.append(f"    ... and {len(failed_samples) - MAX_LISTED} more")
-        else:
-            lines.append("  QC: no failures")
-        last = group.attrs.get("last_build")
-        if last:
-            lines.append(f"  last build: {last['wall_s']:.1f} s, scheduler {last['scheduler']}, computed " +
-                         ", ".join(f"{a} {c}" for a, c in last["computed"].items()))
+        variants = variant_groups(group)
+        if not group.attrs.get("artifacts"):
+            lines.append("  nothing built in the dataset's own variant")
+        elif group_variant(group) is not None:
+            lines.append(f"  variant {group_variant(group).name} ({_variant_text(group)})")
+            lines += _artifact_lines(group, current)
+        for variant_name, child in variants.items():
+            if child.path == group.path:
+                continue
+            lines += ["", f"  [{name} variant {variant_name}] ({_variant_text(child)}) in {child.path}; "
+                          f"{_size(size_on_disk(store_path_of(child)))}"]
+            lines += ["  " + line for line in _artifact_lines(child, in_dataset(child))]
     return "\n".join(lines)
+
+
+def _variant_text(group) -> str:
+    variant = group_variant(group)
+    readers = group.attrs.get("variant", {}).get("readers", [])
+    return variant.describe() + (f"; read by {', '.join(readers)}" if readers else "")
+
+
+def _artifact_lines(group, current) -> list[str]:
+    """One group's artifacts (done, failed, key, parameters), its QC failures and its last build."""
+    lines: list[str] = []
+    records = group.attrs.get("artifacts", {})
+    readers = group.attrs.get("variant", {}).get("readers", [])
+    in_variants = "/" in group.path
+    stale = stale_artifacts(group)
+    recorded_failures = [f if keep else {} for f, keep in zip(failures(group), current)]
+    lines.append(f"  {'artifact':<16}{'done':>6}{'failed':>8}  {'key':<18}parameters (differing from the defaults)")
+    for artifact, record in records.items():
+        done = int(done_flags(group, artifact).sum())
+        failed = sum(1 for f in recorded_failures if f.get(artifact, {}).get("key") == record["key"])
+        text = _params_text(artifact, record["params"], record.get("size"), records)
+        lines.append(f"  {artifact:<16}{done:>6}{failed:>8}  {record['key']:<18}{text}")
+        if artifact in stale:
+            how = f"--for {','.join(readers)}" if in_variants and readers else f"--artifacts {artifact}"
+            lines.append(f"  {'':<16}STALE: {stale[artifact]}; rebuild with {how}")
+    failed_samples = [(str(group["sample_id"][i]), f) for i, f in enumerate(recorded_failures) if f]
+    if failed_samples:
+        lines.append(f"  QC: {len(failed_samples)} samples with failures")
+        for sample_id, record in failed_samples[:MAX_LISTED]:
+            artifact, first = next(iter(record.items()))
+            more = f" (+{len(record) - 1} artifacts)" if len(record) > 1 else ""
+            lines.append(f"    {sample_id}  {artifact}: {first['reason']}{more}")
+        if len(failed_samples) > MAX_LISTED:
+            lines.append(f"    ... and {len(failed_samples) - MAX_LISTED} more")
+    else:
+        lines.append("  QC: no failures")
+    last = group.attrs.get("last_build")
+    if last:
+        lines.append(f"  last build: {last['wall_s']:.1f} s, scheduler {last['scheduler']}, computed " +
+                     ", ".join(f"{a} {c}" for a, c in last["computed"].items()))
+    return lines
 
 
 def _params_text(artifact: str, params: dict, size, records: dict | None = None) -> str:

@@ -12,7 +12,11 @@ Layout (``docs/store.md`` has the full description)::
         face, flow, strain, ...    (N, C, S, S), one chunk per sample, dimensions (sample, channel, y, x)
         done/<artifact>            (N,) bool, set only after that sample's data is written
         clips/<kind>/<subject>/<clip>   ragged (T, S, S) uint8 clips: ``frames``, ``magnified``
+                                   (``frames`` (T, S, S, 3) RGB in a colour variant)
         qc/...                     (N,) per sample: status, failures, detector score, ...
+        variants/<name>/           the same schema for each other input variant of the dataset
+                                   (``pipeline.variants``: crop size, colour, eyes), e.g.
+                                   ``variants/320-rgb-eyes-kept``; own metadata, keys and flags
 
 Only the build's driver writes metadata and attributes; a sample's task writes only that sample's
 chunks (one chunk per sample everywhere it writes, no shards), so concurrent tasks never share a
@@ -36,7 +40,8 @@ import numpy as np
 import zarr
 
 from mepipe import __version__
-from mepipe.pipeline.artifacts import ARTIFACTS, Artifact
+from mepipe.pipeline.artifacts import ARTIFACTS, Artifact, array_specs
+from mepipe.pipeline.variants import VARIANTS_GROUP, Variant
 
 SCHEMA = 1
 DEFAULT_STORE = Path("cache", "mepipe.zarr")
@@ -96,18 +101,25 @@ def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
         return zarr.open_group(str(path), mode="r")
     _check_writable(path)
     if not is_mepipe_store(path):
-        entries = sorted(os.listdir(path))
+        # Zarr's own temporary files of a write in progress do not count: another build may be
+        # creating this very store at this moment
+        entries = sorted(entry for entry in os.listdir(path) if not entry.endswith(".partial"))
         if entries:
             shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
             raise StoreError(f"{path} is not a mepipe store and is not empty ({len(entries)} entries: {shown}); "
                              "mepipe makes a store only in a new or empty folder: choose another --store")
-    root = zarr.open_group(str(path), mode="a")
+    # a new store's root metadata is written once, marker included, so that a build starting at
+    # the same moment never sees a root without it (and takes the folder for a foreign one)
+    root = zarr.open_group(str(path), mode="a", attributes={"mepipe_schema": SCHEMA, "mepipe_version": __version__})
     if root.attrs.get("mepipe_schema") not in (None, SCHEMA):
         raise StoreError(f"{path}: store schema {root.attrs['mepipe_schema']} is not this mepipe's ({SCHEMA}); use a new --store")
     if root.attrs.get("mepipe_schema") != SCHEMA or root.attrs.get("mepipe_version") != __version__:
         root.attrs.update({"mepipe_schema": SCHEMA, "mepipe_version": __version__})
     if BOOKKEEPING not in root:
-        root.create_group(BOOKKEEPING, attributes={"mepipe": "build locks"})
+        try:
+            root.create_group(BOOKKEEPING, attributes={"mepipe": "build locks"})
+        except zarr.errors.ContainsGroupError:  # another build made it meanwhile
+            pass
     return root
 
 
@@ -150,7 +162,7 @@ def prepare_group(root: zarr.Group, name: str, *, adapter: str, source_root: Pat
     sample whose inputs (onset, apex, offset, frame count or folder) changed has its results
     cleared. Nothing outside the group's own nodes is touched.
     """
-    folder = Path(str(root.store.root), name)
+    folder = store_path_of(root) / name
     if name in root:
         group = root[name]
         if not isinstance(group, zarr.Group) or not is_mepipe_group(group):
@@ -290,8 +302,11 @@ def _refuse_foreign(group: zarr.Group, name: str) -> None:
 
 
 def prepare_artifact(group: zarr.Group, artifact: Artifact, key: str, params: dict, size: int, subjects: Sequence[str],
-                     upstream: dict[str, str] | None = None) -> str:
+                     upstream: dict[str, str] | None = None, colour: bool = False) -> str:
     """Make the arrays of ``artifact`` match cache key ``key``: ``current``, ``new`` or ``changed``.
+
+    ``colour``: the group is a colour variant; the arrays defined on colour get their channels
+    per colour (:func:`mepipe.pipeline.artifacts.array_specs`).
 
     ``upstream`` (input artifact -> its key) is recorded beside the key, so that a later
     :func:`stale_artifacts` can name the input that changed.
@@ -303,15 +318,16 @@ def prepare_artifact(group: zarr.Group, artifact: Artifact, key: str, params: di
     n = group["sample_id"].shape[0]
     record = records.get(artifact.name, {})
     current = record.get("key") == key and not record.get("stale") and f"done/{artifact.name}" in group
+    specs = array_specs(artifact.name, colour)
     if current:
-        current = all(spec.name in group and group[spec.name].shape == (n, len(spec.channels), size, size) for spec in artifact.arrays)
+        current = all(spec.name in group and group[spec.name].shape == (n, len(spec.channels), size, size) for spec in specs)
     if current:
         return "current"
     status = "changed" if artifact.name in records else "new"
     records.pop(artifact.name, None)
     group.attrs.update({"artifacts": records})
     replace_array(group["done"], artifact.name, shape=(n,), chunks=(1,), dtype="bool", fill_value=False, dimension_names=["sample"])
-    for spec in artifact.arrays:
+    for spec in specs:
         fill = np.nan if spec.dtype.startswith("float") else 0
         # each array its own channel dimension (flow has 2, strain 1): xarray needs one size per name
         channel = f"{spec.name}_channel"
@@ -330,7 +346,7 @@ def prepare_artifact(group: zarr.Group, artifact: Artifact, key: str, params: di
         for subject in sorted(set(subjects)):
             kind.create_group(subject)
     records[artifact.name] = {"key": key, "params": params, "depends": list(artifact.depends),
-                              "arrays": [spec.name for spec in artifact.arrays], "ragged": artifact.ragged, "size": size,
+                              "arrays": [spec.name for spec in specs], "ragged": artifact.ragged, "size": size,
                               "upstream": dict(upstream or {})}
     group.attrs.update({"artifacts": records})
     return status
@@ -479,7 +495,8 @@ class SampleWriter:
         def write():
             parent = self.group["clips"][kind].require_group(subject)
             chunk = (min(32, clip.shape[0]),) + clip.shape[1:]
-            array = replace_array(parent, clip_name, shape=clip.shape, chunks=chunk, dtype=clip.dtype, dimension_names=["frame", "y", "x"])
+            dims = ["frame", "y", "x", "colour"][: clip.ndim]
+            array = replace_array(parent, clip_name, shape=clip.shape, chunks=chunk, dtype=clip.dtype, dimension_names=dims)
             array[...] = clip
 
         self._guard(f"clips/{kind}", write)
@@ -536,6 +553,58 @@ def failures(group: zarr.Group) -> list[dict]:
 
 def datasets_in(root: zarr.Group) -> list[str]:
     return sorted(name for name, child in root.groups() if name != BOOKKEEPING and "sample_id" in child)
+
+
+# ---------------------------------------------------------------- input variants
+
+def group_variant(group: zarr.Group) -> Variant | None:
+    """The variant a group holds: the one recorded by its build, else that of its ``face``
+    parameters (stores made before variants), else None (nothing built)."""
+    recorded = group.attrs.get("variant")
+    if isinstance(recorded, dict) and "name" in recorded:
+        try:
+            return Variant.parse(recorded["name"])
+        except ValueError:
+            return None
+    face = group.attrs.get("artifacts", {}).get("face")
+    return Variant.of_face(face["params"]) if face and "params" in face else None
+
+
+def variant_groups(dataset: zarr.Group) -> dict[str, zarr.Group]:
+    """Every variant a dataset's group holds, by name: its root's own, then those below
+    ``variants/`` (only groups mepipe made)."""
+    found: dict[str, zarr.Group] = {}
+    own = group_variant(dataset)
+    if own is not None:
+        found[own.name] = dataset
+    if VARIANTS_GROUP in dataset and isinstance(dataset[VARIANTS_GROUP], zarr.Group):
+        for name, child in sorted(dataset[VARIANTS_GROUP].groups()):
+            if is_mepipe_group(child) and "sample_id" in child and name not in found:
+                found[name] = child
+    return found
+
+
+def find_variant(dataset: zarr.Group, variant: Variant) -> zarr.Group | None:
+    """The group of ``dataset`` that holds ``variant`` (its root or ``variants/<name>``), or None."""
+    return variant_groups(dataset).get(variant.name)
+
+
+def variants_parent(dataset: zarr.Group) -> zarr.Group:
+    """The ``variants`` group of a dataset's group, made when missing (driver side)."""
+    if VARIANTS_GROUP in dataset:
+        parent = dataset[VARIANTS_GROUP]
+        if not isinstance(parent, zarr.Group) or "mepipe_variants" not in parent.attrs:
+            raise StoreError(f"{store_path_of(dataset) / VARIANTS_GROUP} is not a group mepipe made; mepipe will not write into it")
+        return parent
+    folder = store_path_of(dataset) / VARIANTS_GROUP
+    if folder.exists():
+        raise StoreError(f"{folder} exists but is not a group mepipe made; mepipe will not write into it (move it)")
+    return dataset.create_group(VARIANTS_GROUP, attributes={"mepipe_variants": SCHEMA})
+
+
+def group_name(group: zarr.Group) -> str:
+    """The group's path in the store, e.g. ``casme2`` or ``casme2/variants/320-rgb-eyes-kept``."""
+    return group.path
 
 
 def size_on_disk(path: str | Path) -> int:

@@ -1,5 +1,10 @@
 """One sample's task: decode its frames, align them once, compute the artifacts asked, write them.
 
+A sample is built in one or more input variants (``pipeline.variants``) in the same task: the
+frames are decoded, the face found and the alignment estimated once (at ``GEOMETRY_SIZE``), each
+variant's crops are warped from that one transform, and artifacts that do not depend on colour or
+the eye mask (the flow, the magnified clip and its flow) are computed once per crop size.
+
 This function is the body of every task of the build graph. It runs on a worker, opens the store
 itself and writes only that sample's chunks, then sets each artifact's completion flag after its
 data is written. Raw frames never leave it; what it returns is a small record of what happened.
@@ -21,50 +26,89 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import zarr
 from scipy.ndimage import binary_dilation
 from threadpoolctl import threadpool_limits
 
+from mepipe.features.face import to_gray
 from mepipe.pipeline.artifacts import DEPENDS
 from mepipe.pipeline.frames import FrameError, decode_frames
 from mepipe.pipeline.lock import holds
 from mepipe.pipeline.store import SampleWriter, StoreWriteError, Superseded, read_clip
+from mepipe.pipeline.variants import GEOMETRY_SIZE, Variant
 
 #: How the reason of a failure that is the build's fault, not the sample's, begins.
 INTERNAL_ERROR = "internal error"
 
 
 @dataclass(frozen=True)
+class VariantJob:
+    """One input variant of the sample: where it is stored and what it lacks there."""
+
+    group: str  # the variant's group in the store, e.g. ``casme2`` or ``casme2/variants/320-rgb-eyes-kept``
+    index: int  # the sample's row in that group
+    variant: Variant
+    todo: tuple[str, ...]  # artifacts to compute, in dependency order
+    keys: dict  # artifact -> cache key (in this variant)
+    inputs: str = ""  # input_fingerprint of the frames, kept with a failure
+
+
+@dataclass(frozen=True)
 class SampleJob:
-    """Everything a task needs, small enough to ship to a remote worker."""
+    """Everything a task needs, small enough to ship to a remote worker.
+
+    One job per clip, whatever the number of variants it is built in: the frames are decoded,
+    the face found and the alignment estimated once, then each variant gets its own crops.
+    """
 
     store: str
-    group: str
-    index: int
     key: str  # subject/clip, the sample's name within its group
     frames: tuple[str, ...]
     onset: int
     apex: int
     offset: int
     fps: float
-    todo: tuple[str, ...]  # artifacts to compute, in dependency order
-    params: dict  # artifact -> its parameter dataclass
-    keys: dict  # artifact -> cache key
-    inputs: str = ""  # input_fingerprint of the frames, kept with a failure
+    params: dict  # artifact -> its parameter dataclass (``face``: the build's; each variant sets size, colour, eye_fill)
+    variants: tuple[VariantJob, ...]
     lock: str = ""  # the group's lock file and this build's token in it: see SampleWriter
     token: str = ""
+
+    @property
+    def group(self) -> str:
+        return self.variants[0].group
+
+    @property
+    def index(self) -> int:
+        return self.variants[0].index
+
+
+@dataclass
+class VariantOutcome:
+    computed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class SampleResult:
-    index: int
+    index: int  # the row of the job's first variant (the order of the build's report)
     key: str
-    computed: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+    variants: dict[str, VariantOutcome] = field(default_factory=dict)  # group -> what happened there
     seconds: dict[str, float] = field(default_factory=dict)  # decode, face, <artifact>, write
     frames_decoded: int = 0
+    #: how many times the face detector (and the alignment estimate) ran: at most once per clip,
+    #: whatever the number of variants
+    face_runs: int = 0
     peak_rss_mb: float = 0.0
     worker: str = ""
     superseded: bool = False  # another build took the group over; nothing more was written
+
+    @property
+    def computed(self) -> list[str]:
+        return [name for outcome in self.variants.values() for name in outcome.computed]
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return {name: reason for outcome in self.variants.values() for name, reason in outcome.failed.items()}
 
 
 class SampleFailure(Exception):
@@ -72,8 +116,9 @@ class SampleFailure(Exception):
 
 
 def run_sample(job: SampleJob) -> SampleResult:
-    """Compute ``job.todo`` for one sample and write it; never raises for a bad sample."""
-    result = SampleResult(job.index, job.key, worker=f"{os.uname().nodename}:{os.getpid()}")
+    """Compute each variant's ``todo`` for one sample and write it; never raises for a bad sample."""
+    result = SampleResult(job.index, job.key, {v.group: VariantOutcome() for v in job.variants},
+                          worker=f"{os.uname().nodename}:{os.getpid()}")
     # One thread per kernel: parallelism is across samples (a thread team per task on a 2-core
     # machine only contends, see docs/benchmarks.md).
     cv2.setNumThreads(1)
@@ -84,44 +129,48 @@ def run_sample(job: SampleJob) -> SampleResult:
     owner = (lambda: holds(job.lock, job.token)) if job.lock else None
     with threadpool_limits(1):
         try:
-            writer = SampleWriter(job.store, job.group, job.index, job.key, owner=owner)
-            writer.check_owner()
+            writers = {v.group: SampleWriter(job.store, v.group, v.index, job.key, owner=owner) for v in job.variants}
+            next(iter(writers.values())).check_owner()
         except Superseded:
             result.superseded = True
             return result
-        failures: dict[str, dict] = {}
         try:
-            _compute(job, writer, result)
+            _compute(job, writers, result)
         except Superseded:
             result.superseded = True
             return result
         except StoreWriteError:
             raise
         except SampleFailure as failure:
-            reason = str(failure)
-            for name in job.todo:
-                if name not in result.computed and name not in result.failed:
-                    result.failed[name] = reason
+            _fail_rest(job, result, str(failure))
         except Exception as error:  # a bug or an unforeseen input: keep the build going, say where
-            reason = f"{INTERNAL_ERROR}: {type(error).__name__}: {error}"
-            for name in job.todo:
-                if name not in result.computed and name not in result.failed:
-                    result.failed[name] = reason
-        for name, reason in result.failed.items():
-            failures[name] = {"reason": reason, "key": job.keys[name], "inputs": job.inputs}
-        previous = writer.group["qc"]["failures"][job.index]
-        merged = json.loads(str(previous)) if str(previous) else {}
-        for name in job.todo:
-            merged.pop(name, None)
-        merged.update(failures)
-        try:
-            writer.check_owner()
-        except Superseded:
-            result.superseded = True
-            return result
-        writer.qc(failures=json.dumps(merged, sort_keys=True) if merged else "", status="failed" if merged else "ok")
+            _fail_rest(job, result, f"{INTERNAL_ERROR}: {type(error).__name__}: {error}")
+        for variant in job.variants:
+            writer, outcome = writers[variant.group], result.variants[variant.group]
+            failures = {name: {"reason": reason, "key": variant.keys[name], "inputs": variant.inputs}
+                        for name, reason in outcome.failed.items()}
+            previous = writer.group["qc"]["failures"][variant.index]
+            merged = json.loads(str(previous)) if str(previous) else {}
+            for name in variant.todo:
+                merged.pop(name, None)
+            merged.update(failures)
+            try:
+                writer.check_owner()
+            except Superseded:
+                result.superseded = True
+                return result
+            writer.qc(failures=json.dumps(merged, sort_keys=True) if merged else "", status="failed" if merged else "ok")
     result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def _fail_rest(job: SampleJob, result: SampleResult, reason: str) -> None:
+    """Record ``reason`` for every artifact of every variant not computed or failed yet."""
+    for variant in job.variants:
+        outcome = result.variants[variant.group]
+        for name in variant.todo:
+            if name not in outcome.computed and name not in outcome.failed:
+                outcome.failed[name] = reason
 
 
 def input_fingerprint(paths) -> str:
@@ -152,97 +201,190 @@ def _timed(result: SampleResult, name: str):
     return _Timer()
 
 
-def _compute(job: SampleJob, writer: SampleWriter, result: SampleResult) -> None:
-    from mepipe.features.face import FaceNotFoundError, align_clip, face_region, fill_eyes
+class _Clip:
+    """What the variants of one clip share, computed once and on demand: the decoded frames, the
+    alignment, the crops of each size (colour, and their gray), the eye mask of each size, the apex,
+    and the unmasked flow and magnified clip of each size."""
 
-    face_params = job.params["face"]
-    apex = job.apex
-    if "face" in job.todo:
-        with _timed(result, "decode"):
+    def __init__(self, job: SampleJob, result: SampleResult, writers: dict[str, SampleWriter]) -> None:
+        self.job, self.result, self.writers = job, result, writers
+        self.face = job.params["face"]
+        self.geometry = None
+        self.apex: int | None = None
+        self.crops: dict[tuple[int, bool], np.ndarray] = {}
+        self.masks: dict[int, np.ndarray] = {}
+        self.flows: dict[tuple[str, int], np.ndarray] = {}
+        self.magnified: dict[int, np.ndarray] = {}
+
+    def align(self) -> None:
+        """Decode the frames, find the face and estimate the alignment; make every variant's crops."""
+        from mepipe.features.face import FaceNotFoundError, estimate_clip_geometry, face_region, warp_clip
+
+        job = self.job
+        with _timed(self.result, "decode"):
             try:
-                frames = decode_frames(job.frames)
+                frames = decode_frames(job.frames, colour=True)
             except FrameError as error:
                 raise SampleFailure(str(error)) from None  # "frames: <file> <what is wrong>"
-        result.frames_decoded = len(frames)
-        with _timed(result, "face"):
+        self.result.frames_decoded = len(frames)
+        apex = job.apex
+        with _timed(self.result, "face"):
+            self.result.face_runs += 1
             try:
-                aligned = align_clip(
-                    frames, job.onset, size=face_params.size, mode=face_params.mode, stabilize=face_params.stabilize,
-                    eye_margin=face_params.eye_margin, eye_fill=None,
-                    check_frames=[apex] if apex != job.onset else None,
+                geometry = estimate_clip_geometry(
+                    frames, job.onset, size=GEOMETRY_SIZE, mode=self.face.mode, stabilize=self.face.stabilize,
+                    eye_margin=self.face.eye_margin, check_frames=[apex] if apex != job.onset else None,
                 )
-            except FaceNotFoundError as error:
+            except (FaceNotFoundError, ValueError) as error:
                 raise SampleFailure(f"face: {error}") from None
-            except ValueError as error:
-                raise SampleFailure(f"face: {error}") from None
-            crops, mask = aligned.frames, aligned.eye_mask
-            if face_params.apex == "spot" and job.offset > job.onset:
+            self.geometry = geometry
+            sizes = sorted({v.variant.size for v in job.variants})
+            if self.face.apex == "spot" and job.offset > job.onset:
                 from mepipe.features.apex import spot_apex
 
-                region = face_region(aligned.landmarks, face_params.size, eyes=mask)
-                apex = spot_apex(crops, job.onset, region, offset=job.offset).apex
-        del frames
-        with _timed(result, "write"):
-            quality = aligned.quality
-            writer.ragged("frames", crops)
-            writer.array("eye_mask", mask[None])
-            writer.array("face", _filled(crops[[job.onset, apex]], mask, face_params.eye_fill, fill_eyes))
-            writer.scalar("apex_used", apex)
-            writer.qc(
-                detector_score=quality.detector_score, inter_ocular_px=quality.inter_ocular_px, roll_degrees=quality.roll_degrees,
-                head_motion_px=quality.head_motion_px, residual_motion_px=quality.residual_motion_px,
-                eye_aspect_ratio=quality.eye_aspect_ratio, fallback=quality.fallback,
-            )
-            writer.done("face")
-        result.computed.append("face")
-    else:
-        with _timed(result, "read"):
-            crops = read_clip(writer.group, "frames", job.key)
-            mask = writer.group["eye_mask"][job.index, 0].astype(bool)
-            apex = int(writer.group["apex_used"][job.index])
-    filled = _filled(crops, mask, face_params.eye_fill, fill_eyes)
-    mask_flow = face_params.eye_fill != "none"
-    flow = magnified = None
-    for name in job.todo:
-        if name == "face":
-            continue
-        failed_inputs = [dep for dep in DEPENDS[name] if dep in result.failed]
-        if failed_inputs:
-            result.failed[name] = f"not computed: {', '.join(failed_inputs)} failed"
-            continue
-        try:
-            with _timed(result, name):
-                if name == "flow":
-                    value = flow = _flow(crops, job.onset, apex, job.params["flow"], mask if mask_flow else None)
-                elif name == "strain":
-                    if flow is None:
-                        flow = writer.group["flow"][job.index]
-                    value = _strain(flow, job.params["strain"].normalize, mask if mask_flow else None)
-                elif name == "residual":
-                    value = _residual(filled, job.onset, apex, job.offset, job.params["residual"].n_key)
-                elif name == "dynamic":
-                    value = _dynamic(filled, job.onset, apex, job.params["dynamic"])
-                elif name == "magnified":
-                    value = _magnify(filled, job.fps, job.params["magnified"])
-                elif name == "magnified_flow":
-                    if magnified is None:
-                        magnified = read_clip(writer.group, "magnified", job.key)
-                    motion = _flow(magnified, job.onset, apex, job.params["flow"], mask if mask_flow else None)
-                    strain = _strain(motion, "none", mask if mask_flow else None)
-                    value = np.concatenate([motion, strain], axis=0)
-                else:
-                    raise ValueError(f"unknown artifact {name!r}")
-        except SampleFailure as failure:
-            result.failed[name] = str(failure)
-            continue
-        with _timed(result, "write"):
-            if name == "magnified":
-                magnified = value
-                writer.ragged("magnified", value)
+                if GEOMETRY_SIZE not in sizes:
+                    sizes.append(GEOMETRY_SIZE)
+            for size in sizes:
+                scaled = geometry.scaled(size)
+                colour = warp_clip(frames, scaled, colour=True) if frames.ndim == 4 else None
+                self.crops[size, False] = (np.stack([to_gray(frame) for frame in colour]) if colour is not None
+                                           else warp_clip(frames, scaled, colour=False))
+                if any(v.variant.colour and v.variant.size == size for v in job.variants):
+                    self.crops[size, True] = colour if colour is not None else np.repeat(self.crops[size, False][..., None], 3, axis=-1)
+                self.masks[size] = scaled.eye_mask(self.face.eye_margin)
+            if self.face.apex == "spot" and job.offset > job.onset:
+                # spotted once, on the alignment's own crops, so that every variant has the same apex
+                region = face_region(geometry.landmarks, GEOMETRY_SIZE, eyes=self.masks[GEOMETRY_SIZE])
+                apex = spot_apex(self.crops[GEOMETRY_SIZE, False], job.onset, region, offset=job.offset).apex
+        self.apex = apex
+
+    def read(self, variant: VariantJob) -> None:
+        """Take a variant's stored crops, mask and apex (its face is done and nothing is realigned)."""
+        group, size = self.writers[variant.group].group, variant.variant.size
+        with _timed(self.result, "read"):
+            stored = read_clip(group, "frames", self.job.key)
+            if variant.variant.colour:
+                self.crops.setdefault((size, True), stored)
+                self.crops.setdefault((size, False), np.stack([to_gray(frame) for frame in stored]))
             else:
-                writer.array(name, value)
-            writer.done(name)
-        result.computed.append(name)
+                self.crops.setdefault((size, False), stored)
+            self.masks.setdefault(size, group["eye_mask"][variant.index, 0].astype(bool))
+            if self.apex is None:
+                self.apex = int(group["apex_used"][variant.index])
+
+    def flow(self, size: int) -> np.ndarray:
+        """(2, S, S) TV-L1 flow onset -> apex of the gray crops, eyes kept (not masked)."""
+        if ("flow", size) not in self.flows:
+            self.flows["flow", size] = _flow(self.crops[size, False], self.job.onset, self.apex, self.job.params["flow"], None)
+        return self.flows["flow", size]
+
+    def magnified_clip(self, size: int, group: zarr.Group | None = None) -> np.ndarray:
+        if size not in self.magnified:
+            if group is not None and "magnified" in group["clips"] and _has_clip(group, "magnified", self.job.key):
+                self.magnified[size] = read_clip(group, "magnified", self.job.key)
+            else:
+                self.magnified[size] = _magnify(self.crops[size, False], self.job.fps, self.job.params["magnified"])
+        return self.magnified[size]
+
+    def magnified_flow(self, size: int, group: zarr.Group) -> np.ndarray:
+        if ("magnified", size) not in self.flows:
+            clip = self.magnified_clip(size, group)
+            self.flows["magnified", size] = _flow(clip, self.job.onset, self.apex, self.job.params["flow"], None)
+        return self.flows["magnified", size]
+
+
+def _compute(job: SampleJob, writers: dict[str, SampleWriter], result: SampleResult) -> None:
+    from mepipe.features.face import fill_eyes
+
+    clip = _Clip(job, result, writers)
+    # one alignment for every variant when any lacks its face; else each reads its stored crops
+    if any("face" in v.todo for v in job.variants):
+        clip.align()
+    else:
+        for variant in job.variants:
+            clip.read(variant)
+    for variant in job.variants:
+        writer, outcome = writers[variant.group], result.variants[variant.group]
+        size, colour, fill = variant.variant.size, variant.variant.colour, variant.variant.eye_fill
+        crops, mask = clip.crops[size, colour], clip.masks[size]
+        masked = mask if variant.variant.masked else None
+        filled = _filled(crops, mask, fill, fill_eyes)
+        apex = clip.apex
+        for name in variant.todo:
+            failed_inputs = [dep for dep in DEPENDS[name] if dep in outcome.failed]
+            if failed_inputs:
+                outcome.failed[name] = f"not computed: {', '.join(failed_inputs)} failed"
+                continue
+            try:
+                with _timed(result, name):
+                    if name == "face":
+                        value = _channels_first(filled[[job.onset, apex]])
+                    elif name == "flow":
+                        value = _masked(clip.flow(size), masked)
+                    elif name == "strain":
+                        # the flow this task computed, else the variant's stored one (masked or not,
+                        # the strain is the same: see _strain)
+                        flow = clip.flows.get(("flow", size))
+                        if flow is None:
+                            flow = writer.group["flow"][variant.index]
+                        value = _strain(flow, job.params["strain"].normalize, masked)
+                    elif name == "residual":
+                        value = _channels_first(_residual(filled, job.onset, apex, job.offset, job.params["residual"]))
+                    elif name == "dynamic":
+                        value = _channels_first(_dynamic(filled, job.onset, apex, job.params["dynamic"]))
+                    elif name == "magnified":
+                        value = clip.magnified_clip(size)
+                    elif name == "magnified_flow":
+                        motion = _masked(clip.magnified_flow(size, writer.group), masked)
+                        value = np.concatenate([motion, _strain(motion, "none", masked)], axis=0)
+                    else:
+                        raise ValueError(f"unknown artifact {name!r}")
+            except SampleFailure as failure:
+                outcome.failed[name] = str(failure)
+                continue
+            with _timed(result, "write"):
+                if name == "face":
+                    quality = clip.geometry.scaled(size).quality
+                    writer.ragged("frames", crops)
+                    writer.array("eye_mask", mask[None])
+                    writer.array("face", value)
+                    writer.scalar("apex_used", apex)
+                    writer.qc(
+                        detector_score=quality.detector_score, inter_ocular_px=quality.inter_ocular_px,
+                        roll_degrees=quality.roll_degrees, head_motion_px=quality.head_motion_px,
+                        residual_motion_px=quality.residual_motion_px, eye_aspect_ratio=quality.eye_aspect_ratio,
+                        fallback=quality.fallback,
+                    )
+                elif name == "magnified":
+                    writer.ragged("magnified", value)
+                else:
+                    writer.array(name, value)
+                writer.done(name)
+            outcome.computed.append(name)
+
+
+def _channels_first(images: np.ndarray) -> np.ndarray:
+    """(K, S, S) gray images as they are; (K, S, S, 3) colour images as (3K, S, S), channels
+    ``image0_r, image0_g, image0_b, image1_r, ...`` (the order of ``artifacts.array_specs``)."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        return images
+    return images.transpose(0, 3, 1, 2).reshape(-1, *images.shape[1:3])
+
+
+def _masked(flow: np.ndarray, mask) -> np.ndarray:
+    if mask is None:
+        return flow
+    flow = flow.copy()
+    flow[:, mask] = 0.0
+    return flow
+
+
+def _has_clip(group: zarr.Group, kind: str, key: str) -> bool:
+    subject, clip_name = key.split("/", 1)
+    clip_name = clip_name.replace("/", "__")
+    parent = group["clips"][kind]
+    return subject in parent and clip_name in parent[subject]
 
 
 def _filled(crops, mask, fill: str, fill_eyes):
@@ -274,11 +416,13 @@ def _strain(flow, normalize, mask):
     return strain[None].astype(np.float32)
 
 
-def _residual(frames, onset, apex, offset, n_key):
+def _residual(frames, onset, apex, offset, params):
     from mepipe.features.residual import absolute_residual_sum, relative_residual_sum
 
+    n_key = params.n_key
     try:
-        return np.stack([absolute_residual_sum(frames, onset, apex, offset, n_key), relative_residual_sum(frames, onset, apex, offset, n_key)])
+        return np.stack([absolute_residual_sum(frames, onset, apex, offset, n_key),
+                         relative_residual_sum(frames, onset, apex, offset, n_key, per_channel=params.rrs_range == "channel")])
     except ValueError as error:
         raise SampleFailure(f"residual: {error}") from None
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from mepipe.models.recipes.base import FoldData, FoldOutput, OptionError, Recipe, RunContext
 
 __all__ = ["RECIPES", "FoldData", "FoldOutput", "OptionError", "Recipe", "RunContext", "apply_settings",
-           "get_recipe", "options_dict"]
+           "build_targets", "get_recipe", "model_inputs", "options_dict"]
 
 #: Model name -> "module:class" of its recipe.
 RECIPES: dict[str, str] = {
@@ -38,6 +38,54 @@ def get_recipe(name: str) -> Recipe:
         raise OptionError(f"unknown model {name!r}; models: {', '.join(RECIPES)}")
     module, _, cls = RECIPES[name].partition(":")
     return getattr(importlib.import_module(module), cls)()
+
+
+def model_inputs(name: str):
+    """The :class:`~mepipe.pipeline.variants.ModelInputs` model ``name``'s recipe declares."""
+    spec = get_recipe(name).inputs_spec
+    if spec is None:
+        raise OptionError(f"model {name!r} declares no inputs")
+    return spec
+
+
+def build_targets(names: Sequence[str], adapter: str) -> tuple:
+    """What ``mepipe build --for NAMES`` makes for a dataset of ``adapter``: one
+    :class:`~mepipe.pipeline.variants.Target` per model that reads it (``all``: every model, and
+    the variant of a build without ``--for``). A model that does not read the dataset (CropNet on
+    CK+) is an error when named, skipped under ``all``."""
+    from mepipe.pipeline.artifacts import DEFAULT_ARTIFACTS
+    from mepipe.pipeline.load import ARRAY_ARTIFACT, RAGGED_ARTIFACT
+    from mepipe.pipeline.variants import Target
+
+    wanted = list(dict.fromkeys(name.strip() for name in names if name.strip()))
+    if not wanted:
+        raise OptionError(f"--for names no model; models: {', '.join(RECIPES)}, or all")
+    everything = "all" in wanted
+    if everything:
+        wanted = [*RECIPES]
+    unknown = [name for name in wanted if name not in RECIPES]
+    if unknown:
+        raise OptionError(f"--for: unknown model {unknown[0]!r}; models: {', '.join(RECIPES)}, or all")
+    micro = adapter in ("casme2", "samm", "smic")
+    targets = [Target(None, None, ())] if everything else []
+    for name in wanted:
+        spec = model_inputs(name)
+        if micro:
+            loadable = spec.artifacts
+        elif adapter in spec.macro:
+            loadable = spec.macro_artifacts
+        else:
+            if everything:
+                continue
+            readers = [other for other in RECIPES if adapter in model_inputs(other).macro]
+            raise OptionError(f"--for {name}: {name} does not read {adapter}"
+                              + (f"; the models that do: {', '.join(readers)}" if readers else "; no model reads it"))
+        produced = tuple(dict.fromkeys(ARRAY_ARTIFACT.get(item) or RAGGED_ARTIFACT[item] for item in loadable))
+        applicable = DEFAULT_ARTIFACTS[adapter]
+        produced = tuple(item for item in produced if item in applicable)
+        if produced:
+            targets.append(Target(spec.variant, produced, (name,)))
+    return tuple(targets)
 
 
 def apply_settings(options, settings: Sequence[str]):

@@ -31,6 +31,9 @@ class RunContext:
     device: torch.device
     out: Path
     log: Callable[[str], None]
+    #: the input variant the run reads (the model's own unless ``mepipe train --variant``); None:
+    #: each dataset group's own (a build without ``--for``)
+    variant: object = None
 
 
 @dataclass

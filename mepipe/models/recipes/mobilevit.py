@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,8 +75,6 @@ INPUTS = ModelInputs(
     macro=MACRO_DATASETS,
     macro_artifacts=("frames", "eye_mask"),
 )
-#: The input variant MobileViT reads (256 px, gray, eyes zero-filled), where the store keeps variants.
-MACRO_VARIANT = {"size": 256, "colour": False, "eye_fill": "zero"}
 
 
 @dataclass(frozen=True)
@@ -181,7 +178,7 @@ class MobileViTRecipe(Recipe):
             return None
         from mepipe.models.mobilevit import mobilevit_s
 
-        macro = self._macro_samples(context.store, options)
+        macro = self._macro_samples(context.store, options, context.variant)
         x, y, groups = macro.x, macro.y, macro.groups
         sequences = sum(count for _, count in macro.taken.values())
         context.log(f"macro-expression transfer: {len(y)} frames of {sequences} sequences of {', '.join(macro.names)} "
@@ -208,11 +205,12 @@ class MobileViTRecipe(Recipe):
         return Pretrained({k: v.detach().cpu().clone() for k, v in model.transfer_state_dict().items()},
                           history.to_dict(), len(y), time.perf_counter() - start)
 
-    def _macro_samples(self, store: Path, options: MobileViTOptions, own_variant: bool = True) -> MacroSet:
+    def _macro_samples(self, store: Path, options: MobileViTOptions, variant=None) -> MacroSet:
         """The frames the paper takes from each macro-expression sequence of the store, eyes zeroed.
 
-        ``own_variant``: read MobileViT's input variant of each group (where the store keeps
-        variants); False reads each group's own (a build without ``--for``), as small test stores hold.
+        ``variant``: the input variant read from each group (the run's: MobileViT's own,
+        256 px gray eyes zero-filled, unless ``mepipe train --variant``); None reads each group's
+        own (a build without ``--for``), as small test stores hold.
         """
         frames, labels, groups, names, taken = [], [], [], [], {}
         classes: tuple[str, ...] = ()
@@ -221,7 +219,10 @@ class MobileViTRecipe(Recipe):
         for name in options.macro:
             if name not in present:
                 continue
-            data = load(store, name, ["frames", "eye_mask"], MOBILEVIT_PROTOCOL, **(_variant_keyword() if own_variant else {}))
+            # the clips stay in the store: only the frames the rule picks are read (a MUG group at 256 px
+            # holds gigabytes of clips)
+            data = load(store, name, ["frames", "eye_mask"], MOBILEVIT_PROTOCOL, variant=variant, for_model="mobilevit",
+                        lazy_clips=True)
             if not len(data):
                 continue
             images, rows = transfer_frames(data, str(root[name].attrs.get("adapter", name)))
@@ -311,8 +312,10 @@ def transfer_frames(data: LoadedData, dataset: str) -> tuple[np.ndarray, np.ndar
     clips, masks = data.arrays["frames"], np.asarray(data.arrays["eye_mask"])
     images, rows = [], []
     for row, clip in enumerate(clips):
-        indices = list(frame_indices(dataset, len(clip), int(data.meta["apex_used"][row])))
-        chosen = np.asarray(clip)[indices]
+        indices = list(frame_indices(dataset, clip.shape[0], int(data.meta["apex_used"][row])))
+        # a lazy clip (load(..., lazy_clips=True)) reads only the chunks of the chosen frames
+        chosen = (clip.get_orthogonal_selection((np.asarray(indices),)) if hasattr(clip, "get_orthogonal_selection")
+                  else np.asarray(clip)[indices])
         chosen[:, masks[row, 0].astype(bool)] = 0
         images.append(chosen)
         rows.extend([row] * len(indices))
@@ -320,18 +323,6 @@ def transfer_frames(data: LoadedData, dataset: str) -> tuple[np.ndarray, np.ndar
     if not images:
         return np.zeros((0, *size), np.uint8), np.zeros(0, np.int64)
     return np.concatenate(images), np.asarray(rows, dtype=np.int64)
-
-
-def _variant_keyword() -> dict:
-    """``{"variant": MobileViT's Variant}`` where :func:`load` reads input variants, else nothing."""
-    if "variant" not in inspect.signature(load).parameters:
-        return {}
-    spec = getattr(MobileViTRecipe, "inputs_spec", None)
-    if spec is not None:
-        return {"variant": spec.variant}
-    from mepipe.pipeline.variants import Variant
-
-    return {"variant": Variant(**MACRO_VARIANT)}
 
 
 def _decay_groups(model) -> tuple[list, list]:
