@@ -13,11 +13,16 @@ Measured in one run, each build from nothing into a fresh store (local cluster o
 
 The builds alternate (default, all, default, all, ...) so that drift of a noisy machine falls on
 both; medians of ``--repeats`` runs are printed. Figures go to ``docs/benchmarks.md`` by hand.
+
+``--sequence`` instead builds one store step by step: ``--for mobilevit``, ``--for cropnet``
+(MobileViT's arrays must stay byte-identical: their SHA-256 before and after are compared),
+``--for all`` (only what is missing), then a default build (nothing to compute).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import statistics
 import sys
@@ -59,17 +64,62 @@ def one_build(root: Path, workers: int, targets) -> tuple[float, dict[str, float
         shutil.rmtree(store.parent, ignore_errors=True)
 
 
+def _digests(path: Path) -> tuple[dict[str, str], dict]:
+    import zarr
+
+    found: dict[str, str] = {}
+
+    def walk(group, prefix=""):
+        for name, array in group.arrays():
+            found[prefix + name] = hashlib.sha256(array[...].tobytes()).hexdigest()
+        for name, child in group.groups():
+            walk(child, f"{prefix}{name}/")
+
+    group = zarr.open_group(str(path), mode="r")
+    walk(group)
+    return found, dict(group.attrs)
+
+
+def sequence(root: Path, workers: int) -> None:
+    store = Path(tempfile.mkdtemp(prefix="mepipe-variants-")) / "store.zarr"
+    try:
+        def step(names: list[str]):
+            started = time.perf_counter()
+            summary = build(BuildOptions("casme2", root=root, store=store, workers=workers,
+                                         targets=build_targets(names, "casme2") if names else None))
+            computed = {v.variant.name: sum(c.computed for c in v.counts.values()) for v in summary.variants}
+            print(f"--for {','.join(names) if names else '(none: the default build)'}: {time.perf_counter() - started:.1f} s; "
+                  f"computed per variant {computed}; face stage runs per clip {sorted({r.face_runs for r in summary.results})}; "
+                  f"{len(summary.failures)} failures", flush=True)
+
+        step(["mobilevit"])
+        mobilevit = store / "casme2" / "variants" / "256-gray-eyes-zero"
+        before = _digests(mobilevit)
+        step(["cropnet"])
+        after = _digests(mobilevit)
+        print(f"MobileViT's variant after --for cropnet: {len(after[0])} arrays byte-identical: {before[0] == after[0]}; "
+              f"attributes identical: {before[1] == after[1]}", flush=True)
+        step(["all"])
+        step([])
+    finally:
+        shutil.rmtree(store.parent, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=Path("cache/demo/casme2"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--sequence", action="store_true", help="one store built step by step (see the docstring)")
     args = parser.parse_args()
     if not args.root.is_dir() or not any(args.root.iterdir()):
         from mepipe.synth.generate import SynthOptions, synthesize
 
         print(f"making the demo set in {args.root} ...", flush=True)
         synthesize(SynthOptions(layout="casme2", out=args.root))
+    if args.sequence:
+        sequence(args.root, args.workers)
+        return
     samples = read_dataset("casme2", args.root).samples
     paths = [str(path) for sample in samples for path in sample.frames]
     print(f"{args.root}: {len(samples)} clips, {len(paths)} frames; {args.workers} workers, {args.repeats} runs each", flush=True)

@@ -178,6 +178,16 @@ def test_train_without_its_variant_gives_the_build_command(reference_store, tiny
     assert "\n" not in message
     assert f"`mepipe build --dataset casme2 --root {tiny.resolve()} --store {reference_store} --for cropnet`" in message
     assert "320-rgb-eyes-kept" in message
+    # and from the command line: that one line, no traceback, before any run directory is made
+    from click.testing import CliRunner
+
+    from mepipe.cli import main
+
+    outcome = CliRunner().invoke(main, ["train", "--model", "cropnet", "--dataset", "casme2", "--store", str(reference_store),
+                                        "--seeds", "0", "--out", str(tiny.parent / "no-runs")])
+    assert outcome.exit_code == 1 and "Traceback" not in outcome.output
+    assert outcome.output.strip().count("\n") == 0 and "--for cropnet" in outcome.output
+    assert not (tiny.parent / "no-runs").exists()
 
 
 def test_info_lists_every_variant(variant_build):

@@ -64,7 +64,8 @@ def store_report(path: str | Path) -> str:
         subjects = len(set(str(s) for s, keep in zip(group["subject"][:], current) if keep))
         gone = len(current) - n
         lines += ["", f"[{name}] {n} samples, {subjects} subjects; adapter {group.attrs.get('adapter')}, "
-                      f"from {group.attrs.get('source_root')}; {_size(size_on_disk(path / name))}"]
+                      f"from {group.attrs.get('source_root')}; {_size(size_on_disk(path / name))}"
+                      + (" with its variants" if len(variant_groups(group)) > (1 if group_variant(group) else 0) else "")]
         if gone:
             lines.append(f"  {gone} earlier samples are no longer in the dataset (rows kept with in_dataset false, results removed)")
         emotions = Counter(str(e) for e, keep in zip(group["emotion"][:], current) if keep)
