@@ -300,3 +300,32 @@ def test_another_variant_is_a_recorded_deviation(variant_build, tmp_path):
     config = json.loads((result.directory / "config.json").read_text())
     assert config["variant"] == "224-gray-eyes-zero" and config["own_variant"] is False
     assert any("not ststnet's own 224-gray-eyes-kept" in line and "deviation" in line for line in lines)
+
+
+def test_info_check_reads_back_every_variant(variant_build, tmp_path):
+    """A damaged chunk of a colour variant's clip is found, its flag cleared, the other variants untouched."""
+    from mepipe.pipeline.check import check_store
+
+    store, _ = variant_build
+    copy = tmp_path / "store.zarr"
+    shutil.copytree(store, copy)
+    clip_folder = next((copy / "casme2" / "variants" / "320-rgb-eyes-kept" / "clips" / "frames").glob("sub*/*"))
+    chunk = next(path for path in clip_folder.rglob("*") if path.is_file() and path.name != "zarr.json")
+    chunk.unlink()
+    reports = {report.group: report for report in check_store(copy)}
+    assert set(reports) == {"casme2", *(f"casme2/variants/{name}" for name in
+                                        ("224-gray-eyes-kept", "224-rgb-eyes-kept", "256-gray-eyes-zero", "320-rgb-eyes-kept"))}
+    damaged = reports["casme2/variants/320-rgb-eyes-kept"].damaged
+    assert [d.artifact for d in damaged] == ["face"] and "missing" in damaged[0].reason
+    assert all(not report.damaged for name, report in reports.items() if name != "casme2/variants/320-rgb-eyes-kept")
+
+
+def test_the_torch_dataset_reads_a_variant(variant_build):
+    from mepipe.models.data import StoreDataset
+
+    store, _ = variant_build
+    dataset = StoreDataset(store, "casme2", ["residual", "frames"], "5class", variant="320-rgb-eyes-kept")
+    item = dataset[0]
+    assert tuple(item["residual"].shape) == (6, 320, 320) and tuple(item["frames"].shape[1:]) == (320, 320, 3)
+    small = StoreDataset(store, "casme2", ["frames"], "5class", variant="320-rgb-eyes-kept", size=64)[0]["frames"]
+    assert tuple(small.shape[1:]) == (64, 64, 3)

@@ -63,6 +63,8 @@ class StoreDataset(Dataset):
         from :attr:`folds` of the dataset made without ``indices``); None for all.
     transform : called on each item dict, returns the item.
     size : resize every artifact to (size, size); None keeps the stored size.
+    variant : the input variant to read (``320-rgb-eyes-kept``, ``pipeline.variants``); None: each
+        group's own (a build without ``--for``).
     """
 
     def __init__(
@@ -74,10 +76,11 @@ class StoreDataset(Dataset):
         indices: Sequence[int] | np.ndarray | None = None,
         transform: Callable[[dict], dict] | None = None,
         size: int | None = None,
+        variant=None,
     ) -> None:
         if size is not None and (int(size) != size or size < 1):
             raise ValueError(f"size must be a positive integer, got {size!r}")
-        self._plan: LoadPlan = plan(store, dataset, artifacts, protocol)
+        self._plan: LoadPlan = plan(store, dataset, artifacts, protocol, variant)
         self.transform = transform
         self.size = None if size is None else int(size)
         self._select(indices)
@@ -169,7 +172,7 @@ class StoreDataset(Dataset):
     def _group(self, name: str) -> zarr.Group:
         handles = self._open()
         if name not in handles:
-            handles[name] = zarr.open_group(str(self._plan.store), path=name, mode="r")
+            handles[name] = zarr.open_group(str(self._plan.store), path=self._plan.paths.get(name, name), mode="r")
         return handles[name]
 
     def _array(self, group_name: str, name: str) -> zarr.Array:
@@ -201,6 +204,13 @@ class StoreDataset(Dataset):
     def _tensor(self, name: str, value: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(np.ascontiguousarray(value))
         tensor = tensor.float().div_(255.0) if value.dtype == np.uint8 else tensor.float()
+        if name in ("frames", "magnified") and tensor.ndim == 4:  # a colour clip (T, S, S, 3): resized as (T, 3, S, S)
+            if self.size is None or tuple(tensor.shape[1:3]) == (self.size, self.size):
+                return tensor
+            shrinking = self.size < min(tensor.shape[1:3])
+            moved = F.interpolate(tensor.permute(0, 3, 1, 2), size=(self.size, self.size), mode="bilinear",
+                                  align_corners=False, antialias=shrinking)
+            return moved.permute(0, 2, 3, 1).contiguous()
         if self.size is None or tuple(tensor.shape[-2:]) == (self.size, self.size):
             return tensor
         stored = tensor.shape[-1]

@@ -125,7 +125,7 @@ def _clip_problem(group: zarr.Group, path: str, frames: int) -> str | None:
         return f"{path}: {array.shape[0]} frames, the sample has {frames}"
     for chunk in range(array.nchunks):
         start = chunk * array.chunks[0]
-        key = f"{array.path}/{array.metadata.encode_chunk_key((chunk, 0, 0))}"
+        key = f"{array.path}/{array.metadata.encode_chunk_key((chunk,) + (0,) * (array.ndim - 1))}"  # (T, S, S[, 3])
         if not sync(array.store.exists(key)):
             return f"{path}: frames {start}.. missing"
         try:

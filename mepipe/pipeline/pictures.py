@@ -26,6 +26,10 @@ artifact            panels
 ``magnified_flow``  colour-coded flow of the magnified clip, its strain heat map (as above)
 ==================  ===========================================================================
 
+A colour variant (``show --variant 320-rgb-eyes-kept``) shows its crops and clips in colour, its
+ARS and RRS as the colour images they are (stretched to their 99.5th percentile in the face, the
+factor written), and its dynamic image in RGB.
+
 Crops of side S are upscaled by a whole factor (at most 2, nearest neighbour, so pixels stay
 pixels) to keep a picture about 1400 pixels wide at most; montage tiles are 160 pixels.
 The colour scales of float arrays are taken from the face: the eye mask's pixels (zero in
@@ -369,11 +373,17 @@ def _strain(found: _Sample) -> np.ndarray:
 
 
 def _residual(found: _Sample) -> np.ndarray:
-    if _per_colour(found, "residual"):  # per-channel ARS and RRS: shown as the colour images they are
+    if _per_colour(found, "residual"):  # ARS and RRS of the R, G, B channels: shown as colour images
         ars, rrs = _images(found.group["residual"][found.index], True)
+        face = _face_region(found, ars.shape[0])
         scale = _scale(ars.shape[0], 2)
-        return _row([label(_up(np.clip(image, 0, 255).astype(np.uint8), scale), name)
-                     for image, name in ((ars, "ARS per channel (sum mod 256), RGB"), (rrs, "RRS per channel, RGB"))])
+        panels = []
+        for image, name in ((ars, "ARS of R, G, B (sum mod 256)"), (rrs, "RRS of R, G, B")):
+            # residuals are a few levels against 255: stretched to the 99.5th percentile in the face, said so
+            top = max(_percentile(image[face].ravel(), 99.5), 1.0)
+            shown = np.clip(image.astype(np.float32) * (255.0 / top), 0, 255).astype(np.uint8)
+            panels.append(_label_fit(_up(shown, scale), f"{name}, x{255.0 / top:.1f} (0..{top:.0f} shown as 0..255)", name))
+        return _row(panels)
     residual = _float(found.group["residual"][found.index])  # (2, S, S), grey levels 0..255
     face = _face_region(found, residual.shape[-1])
     scale = _scale(residual.shape[-1], 2)
