@@ -284,10 +284,10 @@ def test_mobilevit_ablations_run_without_transfer_and_without_svm(store, tmp_pat
     assert rows and all(np.isfinite(float(row["score_negative"])) for row in rows)  # softmax scores, no SVM
 
 
-def test_mobilevit_transfer_without_a_macro_group_says_what_to_build(tmp_path):
-    only_micro = composite_store(tmp_path, ("face",), size=32)
-    with pytest.raises(OptionError, match=r"needs a macro-expression group .*transfer=false"):
-        train_run(RunOptions("mobilevit", "composite", "3class", variant="default", store=only_micro, seeds=(0,), folds=(0,),
+def test_mobilevit_transfer_without_a_macro_group_says_what_to_build(model_store, tmp_path):
+    # the models' session store holds the composite's micro groups only
+    with pytest.raises(OptionError, match=r"needs a macro-expression group .*--for mobilevit.*transfer=false"):
+        train_run(RunOptions("mobilevit", "composite", "3class", variant="default", store=model_store, seeds=(0,), folds=(0,),
                              out=tmp_path / "runs", settings=("size=32",)))
 
 

@@ -15,6 +15,9 @@ import zarr
 from mepipe.pipeline.variants import DEFAULT_VARIANT, Variant
 
 MODELS = ("ststnet", "mobilevit", "cropnet", "cva", "msmmt", "mfvan")
+#: A lighter TV-L1 (fewer scales and iterations): these tests check where the arrays go and what
+#: shapes and masks they have, not the flow's accuracy (tests/test_flow.py does).
+FAST_FLOW = ("flow.n_scales=3", "flow.n_warps=2", "flow.outer_iterations=4")
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +27,7 @@ def variant_build(tiny, tmp_path_factory):
     from mepipe.pipeline.build import BuildOptions, build
 
     store = tmp_path_factory.mktemp("variants") / "store.zarr"
-    summary = build(BuildOptions("casme2", root=tiny, store=store, scheduler="threads", workers=2,
+    summary = build(BuildOptions("casme2", root=tiny, store=store, scheduler="threads", workers=2, params=FAST_FLOW,
                                  targets=build_targets(["all"], "casme2")))
     return store, summary
 
@@ -111,7 +114,7 @@ def test_default_build_after_for_all_computes_nothing(variant_build, tiny, tmp_p
     store, _ = variant_build
     copy = tmp_path / "store.zarr"
     shutil.copytree(store, copy)
-    again = build(BuildOptions("casme2", root=tiny, store=copy, scheduler="threads", workers=2))
+    again = build(BuildOptions("casme2", root=tiny, store=copy, scheduler="threads", workers=2, params=FAST_FLOW))
     assert not again.results
     assert all(count.computed == 0 and count.reused == 6 for count in again.counts.values())
 

@@ -238,7 +238,7 @@ class MobileViTRecipe(Recipe):
         if not frames:
             raise OptionError(
                 f"MobileViT's transfer needs a macro-expression group ({', '.join(options.macro)}) with a built "
-                f"face in {store}; build one (mepipe build --dataset ckplus --root ... --artifacts face) "
+                f"aligned clip in {store}; build one (mepipe build --dataset ckplus --root ... --for mobilevit) "
                 "or train with -s transfer=false")
         return MacroSet(torch.cat(frames), np.concatenate(labels), np.concatenate(groups), names, classes, taken)
 
