@@ -1,14 +1,16 @@
 """Full LOSO runs on a synthetic MEGC2019 composite: the chain from raw frames to UF1/UAR.
 
     python benchmarks/composite.py prepare          # synth + build the store (once, ~5 min on 2 cores)
-    python benchmarks/composite.py run [--models ststnet,mobilevit,...] [--seeds 0,1,2]
+    python benchmarks/composite.py run [--models ststnet,mobilevit,...] [--seeds 0,1,2] [--variant default]
 
 ``prepare`` makes synthetic CASME II, SAMM and SMIC-HS trees that reproduce the composite list's
 clips of six subjects each (the real coding tables in ``../shared/reference`` give their emotions,
 action units and frame numbers), and a synthetic CK+ of 14 subjects for macro-expression transfer.
 Each dataset has its own seed, so no synthetic person appears in two datasets. All four are built
-into one store (``cache/composite/store.zarr``): every artifact the models read for the micro sets
-(face, flow, strain, residual, dynamic, magnified and magnified_flow), ``face`` for CK+.
+into one store (``cache/composite/store.zarr``) with ``--for all``: every model's own input variant
+(``docs/models/inputs.md``) and the default build (224 px gray, eyes zero-filled, every artifact);
+for CK+, MobileViT's variant and the default. ``run`` trains each model on its own variant;
+``--variant default`` repeats the runs of ``docs/results.md``, made before variants existed.
 
 ``run`` trains each named model with ``mepipe train`` over the composite's LOSO folds and prints
 the run's metrics table; the run directories go to ``cache/composite/runs``.
@@ -38,7 +40,6 @@ SEEDS = {"casme2": 0, "samm": 1, "smic": 2, "ckplus": 3}
 CKPLUS_SUBJECTS, CKPLUS_CLIPS = 14, 7
 #: What the models of the papers read: flow and strain (STSTNet), the residual images (CropNet),
 #: the dynamic image and the magnified flow (MSMMT); ``face`` and its clip come with them.
-MICRO_ARTIFACTS = "flow,strain,residual,dynamic,magnified_flow"
 
 
 def composite_rows(dataset: str) -> set[tuple[str, str]]:
@@ -83,12 +84,14 @@ def prepare(args: argparse.Namespace) -> None:
             coding = WORK / f"{dataset}_coding.csv"
             print(f"{dataset}: {write_coding(dataset, coding)} clips of {len(SUBJECTS[dataset])} subjects", flush=True)
             mepipe("synth", "--layout", dataset, "--out", str(root), "--coding", str(coding), "--seed", str(SEEDS[dataset]))
-        mepipe("build", "--dataset", dataset, "--root", str(root), "--store", str(STORE), "--artifacts", MICRO_ARTIFACTS)
+        # every model's own variant, and the default build (what the rows of docs/results.md up to
+        # 2026-11-23 read: repeat them with `run --variant default`)
+        mepipe("build", "--dataset", dataset, "--root", str(root), "--store", str(STORE), "--for", "all")
     root = WORK / "ckplus"
     if not (root / "mepipe_ground_truth.npz").is_file():
         mepipe("synth", "--layout", "ckplus", "--out", str(root), "--subjects", str(CKPLUS_SUBJECTS),
                "--clips-per-subject", str(CKPLUS_CLIPS), "--seed", str(SEEDS["ckplus"]))
-    mepipe("build", "--dataset", "ckplus", "--root", str(root), "--store", str(STORE), "--artifacts", "face")
+    mepipe("build", "--dataset", "ckplus", "--root", str(root), "--store", str(STORE), "--for", "all")
     print(f"prepared {STORE} in {time.perf_counter() - start:.0f} s", flush=True)
 
 
@@ -97,6 +100,8 @@ def run(args: argparse.Namespace) -> None:
         name, _, extra = model.partition(":")
         command = ["train", "--model", name, "--dataset", "composite", "--protocol", "3class", "--store", str(STORE),
                    "--out", str(WORK / "runs"), "--seeds", args.seeds]
+        if args.variant:
+            command += ["--variant", args.variant]
         if extra:
             for item in extra.split("+"):
                 command += ["-s", item]
@@ -113,6 +118,7 @@ def main() -> None:
     runner.add_argument("--models", default="ststnet,mobilevit,mobilevit:transfer=false",
                         help="comma-separated; MODEL:key=value+key=value sets options")
     runner.add_argument("--seeds", default="0,1,2")
+    runner.add_argument("--variant", default=None, help="read this input variant, not each model's own (default: as before variants)")
     args = parser.parse_args()
     {"prepare": prepare, "run": run}[args.command](args)
 

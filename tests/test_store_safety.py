@@ -85,7 +85,7 @@ def test_a_folder_in_a_store_that_mepipe_did_not_make_is_never_written_or_delete
     stray = store / "casme2" / "clips" / "frames" / "sub01" / "my-notes.txt"
     stray.write_text("mine")
     with pytest.raises(BuildError, match="which mepipe did not write; mepipe will not delete it"):
-        _build(tiny, store, params=("face.size=48",))
+        _build(tiny, store, params=(*SMALL, "face.stabilize=false"))
     assert stray.read_text() == "mine"
 
 
@@ -265,13 +265,30 @@ def test_new_flow_parameters_make_what_is_computed_from_flow_stale_even_when_not
     assert len(load(store, "casme2", ["strain", "magnified_flow"])) == 6
 
 
-def test_a_new_face_size_makes_flow_from_the_old_crops_stale(tiny, reference_store, tmp_path):
+def test_new_face_parameters_make_flow_from_the_old_crops_stale(tiny, reference_store, tmp_path):
     store = tmp_path / "store.zarr"
     shutil.copytree(reference_store, store)
-    _build(tiny, store, params=("face.size=48",), artifacts=("face",))
+    _build(tiny, store, params=(*SMALL, "face.stabilize=false"), artifacts=("face",))
     with pytest.raises(LoadError, match="stale"):
         load(store, "casme2", ["flow"])
-    assert load(store, "casme2", ["face"]).arrays["face"].shape == (6, 2, 48, 48)
+    assert load(store, "casme2", ["face"]).arrays["face"].shape == (6, 2, 64, 64)
+
+
+def test_another_face_size_is_another_variant_beside_the_first(tiny, reference_store, tmp_path):
+    """A build without --for at another crop size makes that variant in a group of its own: the
+    dataset group's own arrays (64 px) stay as they were, and nothing of theirs turns stale."""
+    from stores import store_arrays
+
+    store = tmp_path / "store.zarr"
+    shutil.copytree(reference_store, store)
+    before = store_arrays(zarr.open_group(str(store / "casme2"), mode="r"))
+    before = {name: value for name, value in before.items() if not name.startswith("variants/")}
+    _build(tiny, store, params=("face.size=48",), artifacts=("face",))
+    after = store_arrays(zarr.open_group(str(store / "casme2"), mode="r"))
+    for name, value in before.items():
+        assert np.array_equal(value, after[name], equal_nan=value.dtype.kind == "f"), name
+    assert load(store, "casme2", ["flow"]).arrays["flow"].shape == (6, 2, 64, 64)
+    assert load(store, "casme2", ["face"], variant="48-gray-eyes-zero").arrays["face"].shape == (6, 2, 48, 48)
 
 
 # ---------------------------------------------------------------- 5. failures retried

@@ -204,8 +204,13 @@ def test_info_lists_every_variant(variant_build):
 
 
 def test_variants_open_with_plain_zarr(variant_build):
-    """Each variant is a Zarr group of its own (xarray.open_zarr(store, group=...) opens it)."""
+    """Each variant is a Zarr group of its own; xarray opens it as docs/store.md says."""
     store, _ = variant_build
+    xarray = pytest.importorskip("xarray")
+    with xarray.open_zarr(str(store), group="casme2/variants/320-rgb-eyes-kept", consolidated=False) as dataset:
+        ars = dataset.residual.sel(residual_channel=["ars_r", "ars_g", "ars_b"])
+        assert ars.dims == ("sample", "residual_channel", "y", "x") and ars.shape == (6, 3, 320, 320)
+        assert list(dataset.sample_id.values[:1]) == [str(zarr.open_group(str(store / "casme2"), mode="r")["sample_id"][0])]
     group = zarr.open_group(str(store), path="casme2/variants/320-rgb-eyes-kept", mode="r")
     residual = group["residual"]
     assert residual.shape == (6, 6, 320, 320)
@@ -332,3 +337,22 @@ def test_the_torch_dataset_reads_a_variant(variant_build):
     assert tuple(item["residual"].shape) == (6, 320, 320) and tuple(item["frames"].shape[1:]) == (320, 320, 3)
     small = StoreDataset(store, "casme2", ["frames"], "5class", variant="320-rgb-eyes-kept", size=64)[0]["frames"]
     assert tuple(small.shape[1:]) == (64, 64, 3)
+
+
+def test_a_gray_dataset_gives_a_colour_model_its_gray_channel_three_times(tmp_path):
+    """SAMM's frames are gray: CropNet's colour variant holds the gray clip in each of R, G, B, so
+    its per-channel ARS is the gray ARS three times."""
+    import mepipe
+    from mepipe.models.recipes import build_targets
+    from mepipe.pipeline.build import BuildOptions, build
+    from mepipe.synth.generate import SynthOptions, synthesize
+
+    root = synthesize(SynthOptions(layout="samm", out=tmp_path / "samm", subjects=1, clips_per_subject=2, workers=1)).root
+    store = tmp_path / "store.zarr"
+    summary = build(BuildOptions("samm", root=root, store=store, scheduler="threads", workers=2,
+                                 targets=build_targets(["cropnet"], "samm")))
+    assert not summary.failures, summary.failures
+    data = mepipe.load(store, "samm", ["residual", "frames"], variant="320-rgb-eyes-kept")
+    for clip, residual in zip(data.arrays["frames"], data.arrays["residual"]):
+        assert clip.shape[-1] == 3 and np.array_equal(clip[..., 0], clip[..., 1]) and np.array_equal(clip[..., 0], clip[..., 2])
+        assert np.array_equal(residual[0], residual[1]) and np.array_equal(residual[0], residual[2])

@@ -113,7 +113,8 @@ def train_run(options: RunOptions, log: Callable[[str], None] = lambda text: Non
     # the model reads its own input variant (its paper's crop size, colour and eyes), never another's
     spec = recipe.inputs_spec
     variant = _run_variant(options.variant, spec)
-    data = load(store, options.dataset, recipe.artifacts, protocol, variant=variant, for_model=recipe.name)
+    own = spec is not None and variant == spec.variant
+    data = load(store, options.dataset, recipe.artifacts, protocol, variant=variant, for_model=recipe.name if own else None)
     if not len(data):
         raise RunError(f"{store}: {options.dataset} {data.protocol} has no sample with {', '.join(recipe.artifacts)} built")
     labels, groups = np.asarray(data.meta["label"]), np.asarray(data.meta["group"])

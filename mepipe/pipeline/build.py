@@ -225,9 +225,11 @@ def _build_group(options, store, store_path, group_name, adapter, root, samples,
     if update.changed:
         notes.append(f"{len(update.changed)} samples whose onset, apex, offset or frames changed are recomputed")
 
-    # where each variant lives: the dataset's own group holds the variant of a build without --for
-    # (or whatever it already holds); every other variant has a group of its own below variants/
-    own = (next((plan.variant for plan in plans if plan.target.variant is None), None) or group_variant(dataset_group)
+    # where each variant lives: the dataset's own group holds the variant its first build made (a
+    # build without --for: 224 px gray eyes zero-filled unless -p face.size=... said otherwise) for
+    # good; every other variant, a later build without --for at another face size included, has a
+    # group of its own below variants/, so that no build replaces another variant's arrays
+    own = (group_variant(dataset_group) or next((plan.variant for plan in plans if plan.target.variant is None), None)
            or DEFAULT_VARIANT)
     for plan in plans:
         if plan.variant == own:

@@ -376,9 +376,16 @@ def _variant_of(store: Path, name: str, group: zarr.Group, variant: Variant | No
     found = find_variant(group, variant)
     if found is None:
         held = ", ".join(variant_groups(group)) or "none"
-        who = f"{for_model} reads" if for_model else "asked for"
+        if for_model:
+            how = f"build it: `{_build_hint(store, name, group, 'face', for_model)}`"
+            who = f"{for_model} reads"
+        else:  # not a model's own: only a build without --for makes it, as the dataset group's own variant
+            settings = f"-p face.size={variant.size} -p face.colour={str(variant.colour).lower()} -p face.eye_fill={variant.eye_fill}"
+            command = _build_hint(store, name, group, "face").rsplit(" --artifacts", 1)[0]
+            how = f"a build without --for makes it: `{command} {settings}`"
+            who = "was asked for"
         raise LoadError(f"{name} in {store} has no variant {variant.name} ({variant.describe()}), which {who}; variants built: "
-                        f"{held}; build it: `{_build_hint(store, name, group, 'face', for_model)}`")
+                        f"{held}; {how}")
     return found
 
 
