@@ -430,3 +430,23 @@ def test_info_check_clears_missing_and_corrupt_chunks_and_the_next_build_recompu
     summary = _build(tiny, store)
     assert {name: count[0] for name, count in build_counts(summary).items() if count[0]} == {"face": 1, "flow": 1, "magnified": 1}
     assert_same_store(store, reference_store)
+
+
+def test_a_store_created_by_another_build_at_the_same_moment_is_opened(tmp_path, monkeypatch):
+    """Two builds creating one new store: the second's Zarr found no group, then met the first's
+    (ContainsGroupError in a fresh clone's run of the concurrency test). It must open that store."""
+    from mepipe.pipeline import store as store_module
+
+    original = store_module.zarr.open_group
+    calls = []
+
+    def racing(path, mode="r", attributes=None, **kwargs):
+        calls.append(attributes)
+        if attributes is not None and len(calls) == 1:  # the other build wins the race
+            original(path, mode="a", attributes=attributes)
+            raise zarr.errors.ContainsGroupError("A group exists in store at path ''.")
+        return original(path, mode=mode, **({"attributes": attributes} if attributes else {}), **kwargs)
+
+    monkeypatch.setattr(store_module.zarr, "open_group", racing)
+    root = store_module.open_store(tmp_path / "new.zarr", mode="a")
+    assert root.attrs["mepipe_schema"] == store_module.SCHEMA and len(calls) >= 2

@@ -39,7 +39,7 @@ from mepipe.datasets.protocols import COMPOSITE_DATASETS, PROTOCOLS, Fold, selec
 from mepipe.datasets.samples import DatasetReading, Sample
 from mepipe.pipeline.artifacts import ARTIFACTS, with_dependencies
 from mepipe.pipeline.store import (
-    INPUT_FIELDS, META_INT, META_TEXT, StoreError, datasets_in, done_flags, failures, find_variant, group_variant, in_dataset,
+    INPUT_FIELDS, META_INT, META_TEXT, StoreError, _clip_path, datasets_in, done_flags, failures, find_variant, group_variant, in_dataset,
     open_store, read_clip, stale_artifacts, variant_groups,
 )
 from mepipe.pipeline.variants import Variant
@@ -186,8 +186,9 @@ def load(store: str | Path, dataset: str, artifacts: str | Sequence[str] = (), p
 
 
 def _clip_handle(group: zarr.Group, kind: str, key: str) -> zarr.Array:
-    subject, clip = key.split("/", 1)
-    return group["clips"][kind][subject][clip.replace("/", "__")]
+    """The ragged clip's array itself, unread (``load(..., lazy_clips=True)``)."""
+    subject, clip = _clip_path(key)
+    return group["clips"][kind][subject][clip]
 
 
 def labelled_protocol(store: str | Path, dataset: str) -> str:

@@ -110,7 +110,10 @@ def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
                              "mepipe makes a store only in a new or empty folder: choose another --store")
     # a new store's root metadata is written once, marker included, so that a build starting at
     # the same moment never sees a root without it (and takes the folder for a foreign one)
-    root = zarr.open_group(str(path), mode="a", attributes={"mepipe_schema": SCHEMA, "mepipe_version": __version__})
+    try:
+        root = zarr.open_group(str(path), mode="a", attributes={"mepipe_schema": SCHEMA, "mepipe_version": __version__})
+    except zarr.errors.ContainsGroupError:  # another build created it between Zarr's look and its write
+        root = zarr.open_group(str(path), mode="a")
     if root.attrs.get("mepipe_schema") not in (None, SCHEMA):
         raise StoreError(f"{path}: store schema {root.attrs['mepipe_schema']} is not this mepipe's ({SCHEMA}); use a new --store")
     if root.attrs.get("mepipe_schema") != SCHEMA or root.attrs.get("mepipe_version") != __version__:

@@ -34,7 +34,7 @@ from mepipe.features.face import to_gray
 from mepipe.pipeline.artifacts import DEPENDS
 from mepipe.pipeline.frames import FrameError, decode_frames
 from mepipe.pipeline.lock import holds
-from mepipe.pipeline.store import SampleWriter, StoreWriteError, Superseded, read_clip
+from mepipe.pipeline.store import SampleWriter, StoreWriteError, Superseded, _clip_path, read_clip
 from mepipe.pipeline.variants import GEOMETRY_SIZE, Variant
 
 #: How the reason of a failure that is the build's fault, not the sample's, begins.
@@ -381,8 +381,7 @@ def _masked(flow: np.ndarray, mask) -> np.ndarray:
 
 
 def _has_clip(group: zarr.Group, kind: str, key: str) -> bool:
-    subject, clip_name = key.split("/", 1)
-    clip_name = clip_name.replace("/", "__")
+    subject, clip_name = _clip_path(key)
     parent = group["clips"][kind]
     return subject in parent and clip_name in parent[subject]
 
