@@ -170,9 +170,9 @@ def _concurrent_tries(tiny, reference_store, tmp_path, builds: int, tries: int) 
         shutil.rmtree(store)
 
 
-def test_two_and_three_builds_started_together_end_in_a_clean_store(tiny, reference_store, tmp_path):
-    _concurrent_tries(tiny, reference_store, tmp_path, 2, 1)
-    _concurrent_tries(tiny, reference_store, tmp_path, 3, 1)
+@pytest.mark.parametrize("builds", [2, pytest.param(3, marks=pytest.mark.slow)])
+def test_builds_started_together_end_in_a_clean_store(tiny, reference_store, tmp_path, builds):
+    _concurrent_tries(tiny, reference_store, tmp_path, builds, 1)
 
 
 @pytest.mark.slow

@@ -203,15 +203,17 @@ def face_crops(root, count: int, size: int = 224):
     return crops
 
 
-def test_torch_backend_agrees_with_opencv_on_face_crops(demo_set):
-    """6 aligned onset -> apex crops of the demo set, scored against the true motion (face, no eyes).
+@pytest.mark.parametrize("count", [pytest.param(6, marks=pytest.mark.slow), 3])
+def test_torch_backend_agrees_with_opencv_on_face_crops(demo_set, count):
+    """6 aligned onset -> apex crops of the demo set with ``make test-all`` (3 by default), scored
+    against the true motion (face, no eyes).
 
     benchmarks/motion_accuracy.py measures the same on 60 pairs.
 
     The torch backend is no less accurate than OpenCV (EPE within +0.02 px) and close to it
     (mean |torch - opencv| <= 0.1 px over the crop); both are far better than a zero field.
     """
-    crops = face_crops(demo_set.root, 6)
+    crops = face_crops(demo_set.root, count)
     with_opencv = [tvl1(c["onset"], c["apex"]) for c in crops]
     with_torch = tvl1_batch(np.stack([c["onset"] for c in crops]), np.stack([c["apex"] for c in crops]))
 
