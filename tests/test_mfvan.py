@@ -185,11 +185,11 @@ def test_one_fold_through_the_recipe_with_each_ablation(model_store, tmp_path):
     config = json.loads((result.directory / "config.json").read_text())
     assert config["inference_ms_per_sample"] > 0 and result.per_seed[0]["overall"].n == 2
     recipe = MFVANRecipe()
-    full = recipe.build(apply_settings(MFVANOptions(), TINY_SETTINGS), 3)
+    full = recipe.network(apply_settings(MFVANOptions(), TINY_SETTINGS), 3)
     for setting in ("identity_removal=false", "scales=1", "identity_source=student"):
         result = train_run(RunOptions("mfvan", "composite", "3class", variant="default", store=model_store, seeds=(0,), folds=(0,),
                                       out=tmp_path, settings=TINY_SETTINGS + ("epochs=1", setting)))
         assert result.per_seed[0]["overall"].n == 2
-        ablated = recipe.build(apply_settings(MFVANOptions(), TINY_SETTINGS + (setting,)), 3)
+        ablated = recipe.network(apply_settings(MFVANOptions(), TINY_SETTINGS + (setting,)), 3)
         name, _, value = setting.partition("=")
         assert str(getattr(ablated, name)).lower() == value and getattr(ablated, name) != getattr(full, name)

@@ -16,6 +16,9 @@ A run directory holds::
     curves.png         training curves, one faint line per fold (first seed) and their mean
     history.json       every fold's curves and the choices it made (grid search, SVM C)
     log.txt            the progress lines
+    checkpoints/       the trained models (``mepipe.models.checkpoint``): the folds' and, with ``final``, one
+                       trained on every subject; ``mepipe predict RUN`` applies them to a new clip
+    README.md          what each file is
 
 ``mepipe evaluate RUN`` recomputes the metrics and pictures from ``predictions.csv`` alone.
 """
@@ -36,6 +39,7 @@ import numpy as np
 import torch
 
 from mepipe import __version__
+from mepipe.models.checkpoint import CHECKPOINTS, KEEP_CHOICES, checkpoint_stem, save_checkpoint
 from mepipe.models.metrics import Scores, score_by_dataset, summarise
 from mepipe.models.plots import confusion_figure, curves_figure, scores_markdown
 from mepipe.models.recipes import FoldData, OptionError, RunContext, apply_settings, get_recipe, options_dict
@@ -72,6 +76,10 @@ class RunOptions:
     #: each dataset group's own (a build without ``--for``); recorded as a deviation from the paper
     variant: str | None = None
     name: str | None = None
+    #: which fold models to keep in ``checkpoints/``: ``all`` seeds', the ``first-seed``'s, ``none``
+    checkpoints: str = "first-seed"
+    #: also train one model on every subject (the first seed, the same settings), for new data
+    final: bool = False
 
 
 @dataclass
@@ -106,6 +114,8 @@ def train_run(options: RunOptions, log: Callable[[str], None] = lambda text: Non
     model_options = apply_settings(recipe.Options(), options.settings)
     if not options.seeds:
         raise RunError("give at least one seed")
+    if options.checkpoints not in KEEP_CHOICES:
+        raise RunError(f"--checkpoints {options.checkpoints!r}: expected one of {', '.join(KEEP_CHOICES)}")
     store = Path(options.store) if options.store is not None else default_store()
     device = resolve_device(options.device)
     # training needs labels: without a protocol, the dataset's first (load alone would give none)
@@ -140,7 +150,23 @@ def train_run(options: RunOptions, log: Callable[[str], None] = lambda text: Non
         "missing": [list(item) for item in data.missing],
         "variant": data.variant.name if data.variant is not None else None,
         "own_variant": spec is not None and data.variant == spec.variant,
+        "checkpoints": {"folds": options.checkpoints, "final": options.final, "files": []},
     }
+    model_inputs = _inputs_record(store, data, recipe)
+    kept = config["checkpoints"]["files"]
+
+    def keep(output, seed: int, fold, extra: dict | None = None) -> None:
+        if output.trained is None:
+            return
+        train_subjects = sorted(set(groups.tolist())) if fold is None else sorted(set(groups[fold.train].tolist()))
+        record = save_checkpoint(
+            directory / CHECKPOINTS, checkpoint_stem(seed, None if fold is None else fold.index), recipe,
+            model_options, output.trained,
+            {"classes": data.classes, "seed": seed, "fold": None if fold is None else fold.index,
+             "test_subject": None if fold is None else fold.test_subject, "train_subjects": train_subjects,
+             "samples": int(len(labels) if fold is None else len(fold.train)), "inputs": model_inputs,
+             **(extra or {})})
+        kept.append(f"{CHECKPOINTS}/{record['file']}")
     _write_json(directory / "config.json", config)
     say(f"{recipe.name} on {options.dataset} {data.protocol}: {len(data)} samples, {len(set(groups))} subjects, "
         f"{len(folds)} folds x {len(options.seeds)} seeds on {device}; run directory {directory}")
@@ -151,9 +177,12 @@ def train_run(options: RunOptions, log: Callable[[str], None] = lambda text: Non
 
     rows, histories, per_seed, fold_seconds = [], [], [], []
     inference_ms = None
+    first_prepared = None
     for seed in options.seeds:
         seed_everything(seed)
         prepared = recipe.prepare(context, model_options, seed)
+        if seed == options.seeds[0]:
+            first_prepared = prepared
         truth, predicted, origin = [], [], []
         seed_histories = []
         for number, fold in enumerate(folds, 1):
@@ -165,6 +194,8 @@ def train_run(options: RunOptions, log: Callable[[str], None] = lambda text: Non
                 context, model_options, prepared,
                 FoldData(inputs[fold.train], labels[fold.train], groups[fold.train], inputs[fold.test]), seed)
             fold_seconds.append(time.perf_counter() - fold_start)
+            if options.checkpoints == "all" or (options.checkpoints == "first-seed" and seed == options.seeds[0]):
+                keep(output, seed, fold)
             right = int((output.predicted == labels[fold.test]).sum())
             say(f"seed {seed} fold {number}/{len(folds)} ({fold.test_subject}): {right}/{len(fold.test)} right, "
                 f"{fold_seconds[-1]:.1f} s")
@@ -189,8 +220,17 @@ def train_run(options: RunOptions, log: Callable[[str], None] = lambda text: Non
                                          len(data.classes)))
         say(f"seed {seed}: " + ", ".join(f"{key} UF1 {s.uf1:.3f} UAR {s.uar:.3f}" for key, s in per_seed[-1].items()))
 
+    if options.final:
+        seed = options.seeds[0]
+        say(f"final model: {recipe.name} trained on all {len(labels)} samples of {len(set(groups))} subjects "
+            f"(seed {seed}), for new data")
+        seed_everything(seed)
+        output = recipe.train_fold(context, model_options, first_prepared,
+                                   FoldData(inputs, labels, groups, inputs[:0]), seed)
+        keep(output, seed, None, {"history": output.history, "notes": output.notes})
     _write_predictions(directory / "predictions.csv", rows, data.classes)
     _write_json(directory / "history.json", histories)
+    _write_readme(directory, config)
     seconds = time.perf_counter() - start
     config.update(status="complete", seconds=round(seconds, 1), inference_ms_per_sample=inference_ms,
                   median_fold_seconds=round(statistics.median(fold_seconds), 2) if fold_seconds else None)
@@ -232,6 +272,56 @@ def evaluate_run(directory: str | Path) -> RunResult:
         folds = json.loads((directory / "history.json").read_text())[0]["folds"]
     title = f"{config.get('model', '?')} on {config.get('dataset', '?')} ({config.get('protocol', '?')})"
     return _report(directory, per_seed, classes, folds, title, config.get("seconds"), config.get("inference_ms_per_sample"))
+
+
+def _inputs_record(store: Path, data, recipe) -> dict:
+    """What a checkpoint needs to compute a new clip's inputs as the run's were: the variant, the
+    artifacts read, and for each dataset group read its build's parameters and frame rate."""
+    from mepipe.pipeline.store import open_store
+
+    root = open_store(store)
+    groups = {}
+    for name, path in data.paths.items():
+        group = root[path]
+        records = group.attrs.get("artifacts", {})
+        groups[name] = {"path": path, "adapter": str(group.attrs.get("adapter", name)),
+                        "fps": float(group.attrs.get("fps", 0.0)) or None,
+                        "params": {artifact: record.get("params", {}) for artifact, record in records.items()}}
+    variant = data.variant
+    return {"variant": None if variant is None else {"name": variant.name, "size": variant.size,
+                                                     "colour": variant.colour, "eye_fill": variant.eye_fill},
+            "artifacts": list(recipe.artifacts), "groups": groups}
+
+
+#: What each file of a run directory is, for its README.
+RUN_FILES = {
+    "config.json": "what was run: model, options, dataset, protocol, classes, variant, seeds, machine, checkpoints",
+    "log.txt": "the run's log, as printed",
+    "predictions.csv": "one row per test sample, seed and fold: true and predicted class, and each class's score "
+                       "(logit, or SVM decision value)",
+    "history.json": "per seed and fold: training curves and the choices the recipe made",
+    "metrics.json": "UF1, UAR, accuracy per seed and dataset, with mean and standard deviation",
+    "metrics.md": "the same, as the table printed at the end",
+    "confusion.png": "the confusion matrix, pooled over folds and seeds",
+    "curves.png": "training curves, one line per fold",
+    f"{CHECKPOINTS}/": "trained models: seed<S>-fold<FF>.pt (tensors, torch.load(weights_only=True)) and .json "
+                       "(options, classes, the fold's subjects, the inputs' build parameters, the file's sha256); "
+                       "final.pt/.json trained on every subject with --final. Used by mepipe predict RUN.",
+}
+
+
+def _write_readme(directory: Path, config: dict) -> None:
+    lines = [f"# Run {directory.name}", "",
+             f"{config['model']} on {config['dataset']} ({config['protocol']}), leave-one-subject-out, "
+             f"seeds {', '.join(map(str, config['seeds']))}. Made by mepipe {config['mepipe']} on {config['started']}.",
+             "", "| file | what it is |", "|---|---|"]
+    lines += [f"| `{name}` | {text} |" for name, text in RUN_FILES.items()]
+    files = config.get("checkpoints", {}).get("files", [])
+    lines += ["", f"Checkpoints kept: {len(files)} ({config['checkpoints']['folds']} folds"
+                  f"{', and the final model' if config['checkpoints']['final'] else ''}).",
+              "Recompute the metrics: `mepipe evaluate RUN`. Predict a new clip: "
+              "`mepipe predict RUN --video FILE` (needs --final) or `--fold SUBJECT`."]
+    (directory / "README.md").write_text("\n".join(lines) + "\n")
 
 
 def time_per_sample(predict_one: Callable[[torch.Tensor], int], samples: torch.Tensor | Inputs, runs: int = 20) -> float:

@@ -206,8 +206,9 @@ class _Clip:
     alignment, the crops of each size (colour, and their gray), the eye mask of each size, the apex,
     and the unmasked flow and magnified clip of each size."""
 
-    def __init__(self, job: SampleJob, result: SampleResult, writers: dict[str, SampleWriter]) -> None:
+    def __init__(self, job: SampleJob, result: SampleResult, writers: dict, decoded: np.ndarray | None = None) -> None:
         self.job, self.result, self.writers = job, result, writers
+        self.decoded = decoded  # frames decoded by the caller (a video, ``mepipe predict``), else read from job.frames
         self.face = job.params["face"]
         self.geometry = None
         self.apex: int | None = None
@@ -223,7 +224,7 @@ class _Clip:
         job = self.job
         with _timed(self.result, "decode"):
             try:
-                frames = decode_frames(job.frames, colour=True)
+                frames = self.decoded if self.decoded is not None else decode_frames(job.frames, colour=True)
             except FrameError as error:
                 raise SampleFailure(str(error)) from None  # "frames: <file> <what is wrong>"
         self.result.frames_decoded = len(frames)
@@ -293,10 +294,10 @@ class _Clip:
         return self.flows["magnified", size]
 
 
-def _compute(job: SampleJob, writers: dict[str, SampleWriter], result: SampleResult) -> None:
+def _compute(job: SampleJob, writers: dict, result: SampleResult, decoded: np.ndarray | None = None) -> _Clip:
     from mepipe.features.face import fill_eyes
 
-    clip = _Clip(job, result, writers)
+    clip = _Clip(job, result, writers, decoded)
     # one alignment for every variant when any lacks its face; else each reads its stored crops
     if any("face" in v.todo for v in job.variants):
         clip.align()
@@ -361,6 +362,97 @@ def _compute(job: SampleJob, writers: dict[str, SampleWriter], result: SampleRes
                     writer.array(name, value)
                 writer.done(name)
             outcome.computed.append(name)
+    return clip
+
+
+# ---------------------------------------------------------------- one clip in memory
+
+@dataclass
+class ClipArtifacts:
+    """One clip's artifacts computed in memory exactly as a build computes and stores them.
+
+    arrays : array name -> (C, S, S) in the store's dtype (``face``, ``eye_mask``, ``flow``, ...).
+    clips : ``frames`` (T, S, S) or (T, S, S, 3) uint8 aligned clip, ``magnified`` where computed.
+    apex : the apex the artifacts were computed with (the given one, or the spotted one).
+    quality : the face stage's :class:`~mepipe.features.face.FaceQuality` at the crop size.
+    seconds : wall seconds per stage: ``decode`` (0 here: the caller decoded), ``face``, each artifact.
+    """
+
+    arrays: dict[str, np.ndarray]
+    clips: dict[str, np.ndarray]
+    apex: int
+    quality: object
+    seconds: dict[str, float]
+
+
+class _MemoryWriter:
+    """What a task writes, kept in memory, cast to the store's dtypes (``SampleWriter``'s methods)."""
+
+    group = None  # nothing stored to read back: every input of an artifact is computed in the same call
+
+    def __init__(self, variant: Variant) -> None:
+        from mepipe.pipeline.artifacts import ARTIFACTS, array_specs
+
+        self.dtypes = {spec.name: spec.dtype for artifact in ARTIFACTS for spec in array_specs(artifact, variant.colour)}
+        self.arrays: dict[str, np.ndarray] = {}
+        self.clips: dict[str, np.ndarray] = {}
+
+    def array(self, name: str, value) -> None:
+        self.arrays[name] = np.asarray(value, dtype=self.dtypes[name])
+
+    def ragged(self, kind: str, clip: np.ndarray) -> None:
+        self.clips[kind] = np.asarray(clip)
+
+    def scalar(self, name: str, value) -> None:
+        pass
+
+    def qc(self, **values) -> None:
+        pass
+
+    def done(self, artifact: str) -> None:
+        pass
+
+
+def compute_clip(frames: np.ndarray, onset: int, apex: int | None, offset: int, fps: float, params: dict,
+                 variant: Variant, artifacts) -> ClipArtifacts:
+    """``artifacts`` (and what they need) of one decoded clip, with a build's code and ``params``.
+
+    frames : (T, H, W, 3) RGB or (T, H, W) gray uint8, in time order (a video, a frame folder).
+    onset, apex, offset : 0-based positions in ``frames``; ``apex`` None spots it (``features.apex``)
+        between onset and offset, as a build with ``-p face.apex=spot`` does.
+    params : artifact -> parameter dataclass (``pipeline.params``), a build's (those a store
+        records); ``face``'s size, colour and eye fill come from ``variant``.
+    Raises :class:`SampleFailure` with the build's reason (``face: no face found ...``) when the
+    clip cannot give one of ``artifacts``. With the same frames and parameters the arrays equal
+    the ones a build stores, bit for bit (one thread per kernel, as a build's task runs).
+    """
+    from dataclasses import replace
+
+    from mepipe.pipeline.artifacts import with_dependencies
+
+    if apex is None:
+        params = {**params, "face": replace(params["face"], apex="spot")}
+        apex = onset
+    elif params["face"].apex == "spot":
+        params = {**params, "face": replace(params["face"], apex="annotation")}
+    todo = with_dependencies(artifacts)
+    job = SampleJob("", "clip/clip", (), int(onset), int(apex), int(offset), float(fps), params,
+                    (VariantJob("memory", 0, variant, todo, {name: "" for name in todo}),))
+    result = SampleResult(0, job.key, {"memory": VariantOutcome()})
+    writer = _MemoryWriter(variant)
+    cv2_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with threadpool_limits(1):
+            clip = _compute(job, {"memory": writer}, result, decoded=np.asarray(frames, np.uint8))
+    finally:
+        cv2.setNumThreads(cv2_threads)
+    failed = result.variants["memory"].failed
+    if failed:
+        name = next(name for name in todo if name in failed)
+        raise SampleFailure(failed[name])
+    return ClipArtifacts(writer.arrays, writer.clips, int(clip.apex), clip.geometry.scaled(variant.size).quality,
+                         {"decode": 0.0, **result.seconds})
 
 
 def _channels_first(images: np.ndarray) -> np.ndarray:

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mepipe.models.training import History, Inputs, TrainConfig, call_model, fit, subject_split
+from mepipe.models.svm_head import SVMHead
+from mepipe.models.training import History, Inputs, TrainConfig, fit, subject_split
 from mepipe.pipeline.load import LoadedData
 from mepipe.pipeline.variants import ModelInputs
 
@@ -44,15 +45,97 @@ class FoldData:
     x_test: torch.Tensor | Inputs
 
 
+class Normaliser(nn.Module):
+    """``(x - mean) / scale``, its statistics fitted on a fold's training samples and kept as
+    buffers, so that a checkpoint holds them. For :class:`Inputs` it maps the image tensor only."""
+
+    def __init__(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).clone())
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32).clone())
+
+    def forward(self, x: torch.Tensor | Inputs) -> torch.Tensor | Inputs:
+        if isinstance(x, Inputs):
+            return x.map_images(self)
+        return (x - self.mean) / self.scale
+
+
+@dataclass
+class TrainedModel:
+    """What a fold's training leaves to predict any sample with, and what a checkpoint saves.
+
+    network : the trained network (in eval mode to predict).
+    num_classes : the protocol's classes (the scores' columns).
+    shape : the arguments of :meth:`Recipe.network` beyond the options and the number of classes
+        (``{"in_chans": 3}``), found from the training inputs: what rebuilds the same network.
+    normaliser : the recipe's input scaling, fitted on the training samples (None: none).
+    head : an SVM on ``network.forward_features`` in place of the network's own classifier.
+    images_only : the network reads only the image tensor of the recipe's :class:`Inputs`
+        (MFVAN: the clip frames are for its teacher's pre-training, not for prediction).
+    """
+
+    network: nn.Module
+    num_classes: int
+    shape: dict = field(default_factory=dict)
+    normaliser: Normaliser | None = None
+    head: SVMHead | None = None
+    images_only: bool = False
+
+    def network_input(self, x: torch.Tensor | Inputs) -> torch.Tensor | Inputs:
+        if self.normaliser is not None:
+            x = self.normaliser(x)
+        return x.images if self.images_only and isinstance(x, Inputs) else x
+
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor | Inputs, device: torch.device,
+                batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) predicted class and (N, num_classes) scores of the recipe's inputs ``x``: the
+        network's logits, or the SVM head's decision values (classes the fold's SVM did not see
+        score -inf)."""
+        from mepipe.models.training import extract_features, predict_logits
+
+        x = self.network_input(x)
+        if not len(x):
+            return np.zeros(0, np.int64), np.zeros((0, self.num_classes))
+        if self.head is None:
+            logits = predict_logits(self.network, x, device=device, batch_size=batch_size)
+            return logits.argmax(1).numpy(), logits.numpy()
+        features = extract_features(self.network, x, device=device, batch_size=batch_size)
+        scores = self.head.decision_function(features)
+        if scores.ndim == 1:  # two classes in the training fold: one signed distance
+            scores = np.stack([-scores, scores], axis=1)
+        return self.head.predict(features), full_scores(scores, self.head.classes, self.num_classes)
+
+    def predict_one(self, device: torch.device) -> Callable[[torch.Tensor | Inputs], int]:
+        """The class of one sample (without the batch axis), for the inference timing."""
+        def predict_one(x: torch.Tensor | Inputs) -> int:
+            return int(self.predict(x[None], device)[0][0])
+        return predict_one
+
+
 @dataclass
 class FoldOutput:
-    """A fold's predictions (test order), per-class scores, training curves and choices made."""
+    """A fold's predictions (test order), per-class scores, training curves and choices made.
+
+    ``trained``: the fold's model, kept by ``mepipe train`` as a checkpoint (see
+    :mod:`mepipe.models.checkpoint`); None for a recipe that has no model to keep.
+    """
 
     predicted: np.ndarray
     scores: np.ndarray
     history: dict
     notes: dict = field(default_factory=dict)
     predict_one: Callable[[torch.Tensor], int] | None = None
+    trained: TrainedModel | None = None
+
+    @classmethod
+    def of(cls, trained: TrainedModel, x_test, context: RunContext, history: History | dict,
+           notes: dict | None = None) -> FoldOutput:
+        """The fold's output from its trained model: the same code predicts the test samples here
+        and any new sample from its checkpoint (``mepipe predict``)."""
+        predicted, scores = trained.predict(x_test, context.device)
+        return cls(predicted, scores, history if isinstance(history, dict) else history.to_dict(), notes or {},
+                   trained.predict_one(context.device), trained)
 
 
 class Recipe(ABC):
@@ -78,6 +161,11 @@ class Recipe(ABC):
     def train_fold(self, context: RunContext, options, prepared, fold: FoldData, seed: int) -> FoldOutput:
         """Train on ``fold``'s training samples and predict its test samples."""
 
+    def network(self, options, num_classes: int, **shape) -> nn.Module:
+        """A new (untrained) network at ``options`` and ``shape`` (``TrainedModel.shape``): what
+        a checkpoint's weights are loaded into. The recipe's ``train_fold`` builds its network here."""
+        raise NotImplementedError(f"{self.name} has no network to rebuild")
+
 
 # ---------------------------------------------------------------- shared pieces
 
@@ -89,23 +177,11 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
                          antialias=size < min(images.shape[-2:]))
 
 
-def standardiser(x_train: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+def standardiser(x_train: torch.Tensor) -> Normaliser:
     """Per-channel standardisation fitted on the training samples only (no test statistics leak in)."""
     mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
     std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-8)
-    return lambda x: (x - mean) / std
-
-
-def batch_one_predictor(model: nn.Module, device: torch.device, prepare=lambda x: x, head=None):
-    """The class of one sample (a tensor or :class:`Inputs` without the batch axis), for the timing."""
-    def predict_one(x: torch.Tensor | Inputs) -> int:
-        with torch.inference_mode():
-            model.eval()
-            batch = prepare(x[None]).to(device)
-            if head is None:
-                return int(call_model(model, batch).argmax(1)[0])
-            return int(head.predict(call_model(model, batch, "forward_features").float().cpu().numpy())[0])
-    return predict_one
+    return Normaliser(mean, std)
 
 
 # ---------------------------------------------------------------- shared by several recipes

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mepipe.models.recipes.base import (FoldData, FoldOutput, Recipe, RunContext, batch_one_predictor, epoch_logger,
+from mepipe.models.recipes.base import (FoldData, FoldOutput, Recipe, RunContext, TrainedModel, epoch_logger,
                                         image_channels, resize, standardiser)
-from mepipe.models.training import History, balanced_order, predict_logits, split_decay
+from mepipe.models.training import History, balanced_order, split_decay
 from mepipe.pipeline.load import LoadedData
 from mepipe.pipeline.variants import ModelInputs, Source, Variant
 
@@ -169,19 +169,22 @@ class CropNetRecipe(Recipe):
                              "non-finite values")
         return resize(image, options.size)
 
-    def train_fold(self, context: RunContext, options: CropNetOptions, prepared, fold: FoldData, seed: int) -> FoldOutput:
+    def network(self, options: CropNetOptions, num_classes: int, in_chans: int = 1, **shape):
         from mepipe.models.cropnet import cropnet
 
+        return cropnet(num_classes=num_classes, in_chans=in_chans, cgpo=options.cgpo, size=options.size,
+                       overlap=options.overlap, dropout=options.dropout)
+
+    def train_fold(self, context: RunContext, options: CropNetOptions, prepared, fold: FoldData, seed: int) -> FoldOutput:
         torch.manual_seed(seed)
-        model = cropnet(num_classes=len(context.classes), in_chans=fold.x_train.shape[1], cgpo=options.cgpo,
-                        size=options.size, overlap=options.overlap, dropout=options.dropout)
+        shape = {"in_chans": int(fold.x_train.shape[1])}
+        model = self.network(options, len(context.classes), **shape)
         normalise = standardiser(fold.x_train)
         history = train_cropnet(model, fold.x_train, fold.y_train, options, normalise, seed=seed,
                                 device=context.device,
                                 progress=epoch_logger(context.log, "  train", options.epochs))
-        logits = predict_logits(model, normalise(fold.x_test), device=context.device)
-        return FoldOutput(logits.argmax(1).numpy(), logits.numpy(), history.to_dict(),
-                          predict_one=batch_one_predictor(model, context.device, normalise))
+        trained = TrainedModel(model, len(context.classes), shape, normalise)
+        return FoldOutput.of(trained, fold.x_test, context, history)
 
 
 # ---------------------------------------------------------------- training

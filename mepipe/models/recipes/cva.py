@@ -22,10 +22,10 @@ import torch.nn.functional as F
 
 from mepipe.datasets.action_units import parse_action_units
 from mepipe.datasets.errors import DatasetError
-from mepipe.models.recipes.base import (FoldData, FoldOutput, OptionError, Recipe, RunContext, batch_one_predictor,
-                                        epoch_logger, image_channels, resize)
+from mepipe.models.recipes.base import (FoldData, FoldOutput, Normaliser, OptionError, Recipe, RunContext,
+                                        TrainedModel, epoch_logger, image_channels, resize)
 from mepipe.models.training import (History, Inputs, TrainConfig, balanced_order, call_model, make_optimizer,
-                                    predict_logits, random_spatial, split_decay)
+                                    random_spatial, split_decay)
 from mepipe.pipeline.load import LoadedData
 from mepipe.pipeline.variants import ModelInputs, Source, Variant
 
@@ -174,31 +174,32 @@ class CVARecipe(Recipe):
         frames = resize(torch.from_numpy(face.astype(np.float32) / 255.0), options.size)
         return Inputs(frames, action_unit_vectors(data))
 
-    def train_fold(self, context: RunContext, options: CVAOptions, prepared, fold: FoldData, seed: int) -> FoldOutput:
+    def network(self, options: CVAOptions, num_classes: int, in_chans: int = 1, **shape):
         from mepipe.models.cva import cva_net
 
+        return cva_net(num_classes=num_classes, attention=options.attention, continuous=options.continuous,
+                       position=options.position, frames=options.frames, use_au=options.use_au,
+                       image_size=options.size, window=options.window, drop_path=options.drop_path,
+                       head_input=options.head_input, mlp_hidden=options.mlp_hidden, dropout=options.dropout,
+                       in_chans=in_chans)
+
+    def train_fold(self, context: RunContext, options: CVAOptions, prepared, fold: FoldData, seed: int) -> FoldOutput:
         normalise = frame_standardiser(fold.x_train.images)
         torch.manual_seed(seed)
-        model = cva_net(num_classes=len(context.classes), attention=options.attention, continuous=options.continuous,
-                        position=options.position, frames=options.frames, use_au=options.use_au,
-                        image_size=options.size, window=options.window, drop_path=options.drop_path,
-                        head_input=options.head_input, mlp_hidden=options.mlp_hidden, dropout=options.dropout,
-                        in_chans=fold.x_train.images.shape[1] // 2)
+        shape = {"in_chans": int(fold.x_train.images.shape[1] // 2)}
+        model = self.network(options, len(context.classes), **shape)
         history = train_with_schedule(model, fold.x_train.map_images(normalise), fold.y_train, options, seed=seed,
                                       device=context.device,
                                       progress=epoch_logger(context.log, "  train", options.epochs))
-        x_test = fold.x_test.map_images(normalise)
-        logits = predict_logits(model, x_test, device=context.device)
-        return FoldOutput(logits.argmax(1).numpy(), logits.numpy(), history.to_dict(),
-                          {"parameters": sum(p.numel() for p in model.parameters())},
-                          batch_one_predictor(model, context.device, lambda x: x.map_images(normalise)))
+        trained = TrainedModel(model, len(context.classes), shape, normalise)
+        return FoldOutput.of(trained, fold.x_test, context, history,
+                             {"parameters": sum(p.numel() for p in model.parameters())})
 
 
 def frame_standardiser(frames: torch.Tensor):
     """One mean and standard deviation over every training frame, channel and pixel (onset and apex
     alike, so that apex - onset stays a scaled difference)."""
-    mean, std = frames.mean(), frames.std().clamp_min(1e-8)
-    return lambda x: (x - mean) / std
+    return Normaliser(frames.mean(), frames.std().clamp_min(1e-8))
 
 
 def random_rotation(images: torch.Tensor, rng: np.random.Generator, max_degrees: float) -> torch.Tensor:

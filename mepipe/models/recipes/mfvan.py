@@ -9,9 +9,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mepipe.models.recipes.base import (FoldData, FoldOutput, Recipe, RunContext, batch_one_predictor, clip_channels,
+from mepipe.models.recipes.base import (FoldData, FoldOutput, Recipe, RunContext, TrainedModel, clip_channels,
                                         epoch_logger, fit_with_validation, image_channels, resize)
-from mepipe.models.training import Inputs, TrainConfig, predict_logits
+from mepipe.models.training import Inputs, TrainConfig
 from mepipe.pipeline.load import LoadedData
 from mepipe.pipeline.variants import ModelInputs, Source, Variant
 
@@ -155,7 +155,7 @@ class MFVANRecipe(Recipe):
             return Inputs(resize(face, options.size), torch.zeros(shape, dtype=torch.uint8))
         return Inputs(resize(face, options.size), torch.stack(picked))
 
-    def build(self, options: MFVANOptions, num_classes: int, in_chans: int = 1):
+    def network(self, options: MFVANOptions, num_classes: int, in_chans: int = 1, **shape):
         """The network at ``options``; ``in_chans`` channels per frame (3 colour, 1 gray)."""
         from mepipe.models.mfvan import mfvan
 
@@ -168,7 +168,8 @@ class MFVANRecipe(Recipe):
     def train_fold(self, context: RunContext, options: MFVANOptions, prepared, fold: FoldData, seed: int) -> FoldOutput:
         faces, frames = fold.x_train.images, fold.x_train.tensors[1]
         torch.manual_seed(seed)
-        model = self.build(options, len(context.classes), in_chans=faces.shape[1] // 2).to(context.device)
+        shape = {"in_chans": int(faces.shape[1] // 2)}
+        model = self.network(options, len(context.classes), **shape).to(context.device)
         start = time.perf_counter()
         pretrain_loss = pretrain_teacher(model.removal.teacher, frames, options, seed=seed, device=context.device)
         pretrain_seconds = time.perf_counter() - start
@@ -183,12 +184,11 @@ class MFVANRecipe(Recipe):
         history = fit_with_validation(model, faces, fold.y_train, fold.groups_train, config, seed=seed,
                                       device=context.device, criterion=mfvan_criterion(alpha, options.focal_gamma, terms),
                                       progress=epoch_logger(context.log, "  train", options.epochs))
-        logits = predict_logits(model, fold.x_test.images, device=context.device)
         notes = {"pretrain_loss": pretrain_loss, "pretrain_seconds": round(pretrain_seconds, 1),
                  "loss_terms_last_epoch": {k: float(np.mean(v[-max(1, len(v) // options.epochs):])) for k, v in terms.items()},
                  "alpha": None if alpha is None else alpha.tolist()}
-        return FoldOutput(logits.argmax(1).numpy(), logits.numpy(), history.to_dict(), notes,
-                          batch_one_predictor(model, context.device, prepare=lambda batch: batch.images))
+        trained = TrainedModel(model, len(context.classes), shape, images_only=True)
+        return FoldOutput.of(trained, fold.x_test, context, history, notes)
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from mepipe.datasets.macro_frames import MOBILEVIT_PROTOCOL, PAPER_SOURCES, counts_table, frame_indices
-from mepipe.models.recipes.base import (FoldData, FoldOutput, OptionError, Recipe, RunContext, apex_frames,
-                                        batch_one_predictor, epoch_logger, fit_svm, fit_with_validation, full_scores,
-                                        resize)
-from mepipe.models.training import TrainConfig, extract_features, fit, predict_logits, subject_split
+from mepipe.models.recipes.base import (FoldData, FoldOutput, OptionError, Recipe, RunContext, TrainedModel,
+                                        apex_frames, epoch_logger, fit_svm, fit_with_validation, resize)
+from mepipe.models.svm_head import SVMHead
+from mepipe.models.training import TrainConfig, extract_features, fit, subject_split
 from mepipe.pipeline.load import LoadedData, load
 from mepipe.pipeline.store import datasets_in, open_store
 from mepipe.pipeline.variants import ModelInputs, Source, Variant
@@ -254,24 +254,23 @@ class MobileViTRecipe(Recipe):
         model, history = self._train(context, options, prepared, fold.x_train, fold.y_train, None, None,
                                      batch_size, lr, epochs, seed)
         notes.update(batch_size=batch_size, lr=lr, epochs=epochs)
-        if not options.svm:
-            logits = predict_logits(model, fold.x_test, device=context.device)
-            return FoldOutput(logits.argmax(1).numpy(), logits.numpy(), history.to_dict(), notes,
-                              batch_one_predictor(model, context.device))
-        head, notes["svm_c"] = fit_svm(extract_features(model, fold.x_train, device=context.device),
-                                        fold.y_train, fold.groups_train, options.svm_c)
-        features = extract_features(model, fold.x_test, device=context.device)
-        scores = head.decision_function(features)
-        if scores.ndim == 1:  # two classes in the training fold: one signed distance
-            scores = np.stack([-scores, scores], axis=1)
-        return FoldOutput(head.predict(features), full_scores(scores, head.classes_, len(context.classes)),
-                          history.to_dict(), notes, batch_one_predictor(model, context.device, head=head))
+        head = None
+        if options.svm:
+            pipeline, notes["svm_c"] = fit_svm(extract_features(model, fold.x_train, device=context.device),
+                                               fold.y_train, fold.groups_train, options.svm_c)
+            # kept as arrays: the checkpoint loads without unpickling, and predicts as the fold did
+            head = SVMHead.from_pipeline(pipeline)
+        trained = TrainedModel(model, len(context.classes), head=head)
+        return FoldOutput.of(trained, fold.x_test, context, history, notes)
 
-    def _train(self, context, options, prepared, x, y, x_val, y_val, batch_size, lr, epochs, seed):
+    def network(self, options: MobileViTOptions, num_classes: int, **shape):
         from mepipe.models.mobilevit import mobilevit_s
 
+        return mobilevit_s(num_classes=num_classes, in_chans=1, dropout=options.dropout)
+
+    def _train(self, context, options, prepared, x, y, x_val, y_val, batch_size, lr, epochs, seed):
         torch.manual_seed(seed)
-        model = mobilevit_s(num_classes=len(context.classes), in_chans=1, dropout=options.dropout)
+        model = self.network(options, len(context.classes))
         schedule = None
         if prepared is not None:
             model.load_transfer_state_dict(prepared.state)

@@ -5,16 +5,15 @@ cross-entropy (Wang et al., sections 3.3.4, 4.1 and 4.4)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mepipe.models.recipes.base import (FoldData, FoldOutput, Recipe, RunContext, batch_one_predictor, epoch_logger,
+from mepipe.models.recipes.base import (FoldData, FoldOutput, Normaliser, Recipe, RunContext, TrainedModel, epoch_logger,
                                         fit_with_validation, image_channels, resize)
-from mepipe.models.training import TrainConfig, predict_logits
+from mepipe.models.training import TrainConfig
 from mepipe.pipeline.load import LoadedData
 from mepipe.pipeline.variants import ModelInputs, Source, Variant
 
@@ -180,15 +179,19 @@ class MSMMTRecipe(Recipe):
                              f"{', '.join(MODALITY_ARTIFACTS[m] for m in options.modalities)}")
         return x
 
-    def train_fold(self, context: RunContext, options: MSMMTOptions, prepared, fold: FoldData, seed: int) -> FoldOutput:
+    def network(self, options: MSMMTOptions, num_classes: int, dynamic_chans: int = 1, **shape):
         from mepipe.models.msmmt import msmmt
 
+        return msmmt(num_classes=num_classes, size=options.size, image_size=options.image_size,
+                     scales=options.scales, modalities=options.modalities, patch_weighting=options.patch_weighting,
+                     hidden=options.hidden or None, dropout=options.dropout, dynamic_chans=dynamic_chans)
+
+    def train_fold(self, context: RunContext, options: MSMMTOptions, prepared, fold: FoldData, seed: int) -> FoldOutput:
         dynamic_chans = dynamic_channels(fold.x_train, options.modalities)
         normalise = modality_normaliser(fold.x_train, options.modalities, dynamic_chans)
         torch.manual_seed(seed)
-        model = msmmt(num_classes=len(context.classes), size=options.size, image_size=options.image_size,
-                      scales=options.scales, modalities=options.modalities, patch_weighting=options.patch_weighting,
-                      hidden=options.hidden or None, dropout=options.dropout, dynamic_chans=dynamic_chans)
+        shape = {"dynamic_chans": dynamic_chans}
+        model = self.network(options, len(context.classes), **shape)
         u_channel = u_channel_of(options.modalities, dynamic_chans)
         config = TrainConfig(epochs=options.epochs, batch_size=options.batch_size, lr=options.lr, optimizer="adamw",
                              weight_decay=options.weight_decay, balance=options.balance, max_shift=options.max_shift,
@@ -199,9 +202,8 @@ class MSMMTRecipe(Recipe):
                                        criterion=msmmt_criterion(options, dynamic_chans),
                                        parameters=lambda m: (m.decay_parameters(), m.no_decay_parameters()),
                                        progress=epoch_logger(context.log, "  msmmt", options.epochs))
-        logits = predict_logits(model, normalise(fold.x_test), device=context.device)
-        return FoldOutput(logits.argmax(1).numpy(), logits.numpy(), history.to_dict(),
-                          predict_one=batch_one_predictor(model, context.device, normalise))
+        trained = TrainedModel(model, len(context.classes), shape, normalise)
+        return FoldOutput.of(trained, fold.x_test, context, history)
 
 
 # ---------------------------------------------------------------- pieces (tested on their own)
@@ -231,7 +233,7 @@ def u_channel_of(modalities: tuple[str, ...], dynamic_chans: int = 1) -> int | N
 
 
 def modality_normaliser(x_train: torch.Tensor, modalities: tuple[str, ...],
-                        dynamic_chans: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
+                        dynamic_chans: int = 1) -> Normaliser:
     """Per-modality scaling fitted on the training samples (see :class:`MSMMTOptions`): each
     dynamic channel standardised, u and v over one shared RMS, strain over its RMS."""
     mean = torch.zeros(1, x_train.shape[1], 1, 1)
@@ -249,7 +251,7 @@ def modality_normaliser(x_train: torch.Tensor, modalities: tuple[str, ...],
             scale[0, start:start + 2] = displacement
             scale[0, start + 2] = x_train[:, start + 2].pow(2).mean().sqrt().clamp_min(1e-8)
             start += 3
-    return lambda x: (x - mean) / scale
+    return Normaliser(mean, scale)
 
 
 def random_rotate_scale_flip(images: torch.Tensor, max_degrees: float, scale_range: tuple[float, float],

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mepipe.models.recipes.base import (FoldData, FoldOutput, Recipe, RunContext, batch_one_predictor,
-                                        fit_with_validation, resize, standardiser)
-from mepipe.models.training import TrainConfig, predict_logits
+from mepipe.models.recipes.base import (FoldData, FoldOutput, Recipe, RunContext, TrainedModel, fit_with_validation,
+                                        resize, standardiser)
+from mepipe.models.training import TrainConfig
 from mepipe.pipeline.load import LoadedData
 from mepipe.pipeline.variants import ModelInputs, Source, Variant
 
@@ -88,16 +88,18 @@ class STSTNetRecipe(Recipe):
         flow = resize(flow, STSTNET_SIZE) * (STSTNET_SIZE / stored)
         return torch.cat([flow, resize(strain, STSTNET_SIZE)], dim=1)
 
-    def train_fold(self, context: RunContext, options: STSTNetOptions, prepared, fold: FoldData, seed: int) -> FoldOutput:
+    def network(self, options: STSTNetOptions, num_classes: int, **shape):
         from mepipe.models.ststnet import ststnet
 
+        return ststnet(num_classes=num_classes, dropout=options.dropout)
+
+    def train_fold(self, context: RunContext, options: STSTNetOptions, prepared, fold: FoldData, seed: int) -> FoldOutput:
         normalise = standardiser(fold.x_train)
         config = TrainConfig(epochs=options.epochs, batch_size=options.batch_size, lr=options.lr,
                              weight_decay=options.weight_decay, balance=options.balance,
                              max_shift=options.max_shift, flip_negates=(0,), validation=options.validation)
-        model = ststnet(num_classes=len(context.classes), dropout=options.dropout)
+        model = self.network(options, len(context.classes))
         history = fit_with_validation(model, normalise(fold.x_train), fold.y_train, fold.groups_train, config,
                                        seed=seed, device=context.device)
-        logits = predict_logits(model, normalise(fold.x_test), device=context.device)
-        return FoldOutput(logits.argmax(1).numpy(), logits.numpy(), history.to_dict(),
-                          predict_one=batch_one_predictor(model, context.device, normalise))
+        trained = TrainedModel(model, len(context.classes), normaliser=normalise)
+        return FoldOutput.of(trained, fold.x_test, context, history)
