@@ -268,3 +268,66 @@ def scores_markdown(per_seed: Sequence[Mapping[str, Scores]], title: str = "") -
     if len(runs) > 1:
         lines += ["", f"Mean ± sample standard deviation over {len(runs)} seeds."]
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# one clip's prediction (``mepipe predict --picture``)
+
+
+def prediction_figure(onset: np.ndarray, apex: np.ndarray, model_input: np.ndarray, scores: Mapping[str, float],
+                      predicted: str, path: str | Path, *, title: str = "", kind: str = "probability",
+                      channel_names: Sequence[str] | None = None) -> Path:
+    """One PNG of a clip's prediction: the aligned onset and apex crops, ``|apex - onset|``
+    stretched to its 99th percentile, up to four channels of the model's input (``model_input``
+    (C, H, W); signed channels on a diverging map centred on 0, with their range) and a bar per
+    class of ``scores`` (``kind``: ``probability`` on 0..1, else a decision value), the predicted
+    class in colour. ``onset``/``apex``: (S, S) gray or (S, S, 3) RGB uint8."""
+    model_input = np.asarray(model_input, np.float32)
+    channels = model_input[:4]
+    names = list(channel_names or [f"input channel {index}" for index in range(len(model_input))])
+    images = 3 + len(channels)
+    figure = Figure(figsize=(2.0 * images + 3.6, 2.9), dpi=DPI)
+    # a spacer column before the bars leaves room for the class names
+    grid = figure.add_gridspec(1, images + 2, width_ratios=[1] * images + [0.55, 1.8], wspace=0.25)
+    gray = colormaps["gray"]
+
+    def show(position: int, image: np.ndarray, caption: str, **style) -> None:
+        axis = figure.add_subplot(grid[0, position])
+        axis.imshow(image, interpolation="nearest", **style)
+        axis.set_title(caption, fontsize=8)
+        axis.set_xticks([])
+        axis.set_yticks([])
+
+    show(0, onset, "aligned onset", cmap=gray, vmin=0, vmax=255)
+    show(1, apex, "aligned apex", cmap=gray, vmin=0, vmax=255)
+    difference = np.abs(apex.astype(np.float32) - onset.astype(np.float32))
+    difference = difference.mean(-1) if difference.ndim == 3 else difference
+    top = max(float(np.percentile(difference, 99)), 1.0)
+    show(2, difference, f"|apex - onset|, 0..{top:.0f}", cmap=colormaps["magma"], vmin=0, vmax=top)
+    for index, channel in enumerate(channels):
+        low, high = float(channel.min()), float(channel.max())
+        if low < 0 < high:
+            bound = max(-low, high)
+            style = dict(cmap=colormaps["RdBu_r"], vmin=-bound, vmax=bound)
+        else:
+            style = dict(cmap=gray, vmin=low, vmax=high if high > low else low + 1)
+        show(3 + index, channel, f"{names[index]}\n{low:.2g}..{high:.2g}", **style)
+    axis = figure.add_subplot(grid[0, images + 1])
+    labels = list(scores)
+    values = [scores[label] for label in labels]
+    colours = ["#d95f02" if label == predicted else "#9ecae1" for label in labels]
+    axis.barh(range(len(labels)), values, color=colours)
+    axis.set_yticks(range(len(labels)), labels, fontsize=8)
+    axis.invert_yaxis()
+    axis.tick_params(axis="x", labelsize=7)
+    if kind == "probability":
+        axis.set_xlim(0, 1)
+    else:
+        axis.axvline(0, color="black", linewidth=0.6)
+    axis.set_title(f"{kind}: {predicted}", fontsize=9)
+    for position, value in enumerate(values):
+        axis.text(value, position, f" {value:.2f}", va="center", fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.subplots_adjust(left=0.02, right=0.97, top=0.78, bottom=0.1)
+    return _save(figure, path)

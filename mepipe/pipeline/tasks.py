@@ -253,7 +253,8 @@ class _Clip:
                 if any(v.variant.colour and v.variant.size == size for v in job.variants):
                     self.crops[size, True] = colour if colour is not None else np.repeat(self.crops[size, False][..., None], 3, axis=-1)
                 self.masks[size] = scaled.eye_mask(self.face.eye_margin)
-            if self.face.apex == "spot" and job.offset > job.onset:
+        if self.face.apex == "spot" and job.offset > job.onset:
+            with _timed(self.result, "apex"):
                 # spotted once, on the alignment's own crops, so that every variant has the same apex
                 region = face_region(geometry.landmarks, GEOMETRY_SIZE, eyes=self.masks[GEOMETRY_SIZE])
                 apex = spot_apex(self.crops[GEOMETRY_SIZE, False], job.onset, region, offset=job.offset).apex

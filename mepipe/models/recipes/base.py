@@ -147,6 +147,8 @@ class Recipe(ABC):
     artifacts: tuple[str, ...] = ()
     Options: type = object
     inputs_spec: ModelInputs | None = None
+    #: names of the input tensor's channels, for pictures (empty: numbered)
+    input_channels: tuple[str, ...] = ()
 
     @abstractmethod
     def inputs(self, data: LoadedData, options) -> torch.Tensor | Inputs:

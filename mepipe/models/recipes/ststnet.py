@@ -77,6 +77,7 @@ class STSTNetRecipe(Recipe):
     artifacts = INPUTS.artifacts
     Options = STSTNetOptions
     inputs_spec = INPUTS
+    input_channels = ("u (px at 28)", "v (px at 28)", "strain")
 
     def inputs(self, data: LoadedData, options: STSTNetOptions) -> torch.Tensor:
         from mepipe.models.ststnet import STSTNET_SIZE
