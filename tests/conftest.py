@@ -52,3 +52,17 @@ def reference_store(tiny, tmp_path_factory) -> Path:
     store = tmp_path_factory.mktemp("reference") / "store.zarr"
     build(BuildOptions("casme2", root=tiny, store=store, scheduler="threads", workers=2, params=SMALL))
     return store
+
+
+@pytest.fixture(scope="session")
+def variant_build(tiny, tmp_path_factory):
+    """``mepipe build --for all`` of the tiny CASME II tree (a lighter TV-L1): (store, summary)."""
+    from stores import FAST_FLOW
+
+    from mepipe.models.recipes import build_targets
+    from mepipe.pipeline.build import BuildOptions, build
+
+    store = tmp_path_factory.mktemp("variants") / "store.zarr"
+    summary = build(BuildOptions("casme2", root=tiny, store=store, scheduler="threads", workers=2, params=FAST_FLOW,
+                                 targets=build_targets(["all"], "casme2")))
+    return store, summary

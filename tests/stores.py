@@ -8,6 +8,9 @@ import numpy as np
 import zarr
 
 SMALL = ("face.size=64",)  # small crops keep every kernel fast; the code path is the same
+#: A lighter TV-L1 (fewer scales and iterations), for tests that check where the arrays go and what
+#: shapes and masks they have, not the flow's accuracy (tests/test_flow.py does).
+FAST_FLOW = ("flow.n_scales=3", "flow.n_warps=2", "flow.outer_iterations=4")
 
 
 def build_counts(summary) -> dict[str, tuple[int, int, int]]:

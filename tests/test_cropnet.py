@@ -11,6 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from checkpoints import assert_checkpoints_reproduce
+
 from mepipe.models.cropnet import CroppedGaussianPyramid, cropnet, gaussian_pyramid_down, rexnet
 from mepipe.models.loso import RunOptions, train_run
 from mepipe.models.recipes import OptionError, apply_settings
@@ -260,6 +262,7 @@ def test_one_loso_fold_through_the_recipe(model_store, tmp_path, cgpo):
     lines = []
     result = train_run(RunOptions("cropnet", "composite", "3class", variant="default", store=model_store, seeds=(0,), folds=(0,),
                                   out=tmp_path, settings=settings, name="cropnet"), log=lines.append)
+    assert assert_checkpoints_reproduce(result.directory, model_store) == result.per_seed[0]["overall"].n
     history = json.loads((result.directory / "history.json").read_text())
     fold = history[0]["folds"][0]
     assert len(fold["train_loss"]) == 2 and all(np.isfinite(fold["train_loss"]))

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from checkpoints import assert_checkpoints_reproduce
+
 from mepipe.datasets.action_units import parse_action_units
 from mepipe.models.cva import (CVABlock, CVAModule, SwinBlock, SwinTransformer, WindowAttention, cva_net,
                                shifted_window_mask, window_partition, window_reverse)
@@ -236,6 +238,7 @@ def test_one_fold_through_the_recipe_and_option_errors(model_store, tmp_path):
     settings = ("size=32", "window=2", "epochs=2", "decay_epochs=1", "batch_size=4")
     result = train_run(RunOptions("cva", "composite", "3class", variant="default", store=model_store, seeds=(0,), folds=(0,),
                                   out=tmp_path, settings=settings, name="cva"))
+    assert assert_checkpoints_reproduce(result.directory, model_store) == result.per_seed[0]["overall"].n
     with open(result.directory / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 and all(np.isfinite(float(row["score_negative"])) for row in rows)  # casme2/sub01

@@ -9,6 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from checkpoints import assert_checkpoints_reproduce
+
 from mepipe.models.loso import RunOptions, train_run
 from mepipe.models.mfvan import (MFVAN, ScaleTransformer, focal_loss,
                                  mask_loss, mfvan)
@@ -178,6 +180,7 @@ def test_one_fold_through_the_recipe_with_each_ablation(model_store, tmp_path):
     lines = []
     result = train_run(RunOptions("mfvan", "composite", "3class", variant="default", store=model_store, seeds=(0,), folds=(0,),
                                   out=tmp_path, settings=TINY_SETTINGS, name="full"), log=lines.append)
+    assert assert_checkpoints_reproduce(result.directory, model_store) == result.per_seed[0]["overall"].n
     assert any("teacher pre-training" in line for line in lines)
     fold = json.loads((result.directory / "history.json").read_text())[0]["folds"][0]
     assert len(fold["notes"]["pretrain_loss"]) == 1 and len(fold["train_loss"]) == 2

@@ -12,6 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from checkpoints import assert_checkpoints_reproduce
+
 from mepipe.models.loso import RunOptions, train_run
 from mepipe.models.msmmt import (VIT_SIZES, MultiScaleViT, msmmt, patch_weights, scale_sides,
                                  vit_parameter_count)
@@ -286,6 +288,7 @@ def test_one_fold_through_the_recipe(model_store, tmp_path):
     settings = ("size=tiny", "image_size=32", "epochs=2", "batch_size=8", "lr=1e-3")
     result = train_run(RunOptions("msmmt", "composite", "3class", variant="default", store=model_store, seeds=(0,), folds=(0,),
                                   out=tmp_path, settings=settings, name="msmmt"))
+    assert assert_checkpoints_reproduce(result.directory, model_store) == result.per_seed[0]["overall"].n
     with open(result.directory / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert rows and len(rows) == result.per_seed[0]["overall"].n

@@ -15,6 +15,8 @@ import torch
 from click.testing import CliRunner
 from sklearn.metrics import f1_score, recall_score
 
+from checkpoints import assert_checkpoints_reproduce
+
 from mepipe.cli import main
 from mepipe.models.loso import RunError, RunOptions, evaluate_run, train_run
 from mepipe.models.metrics import uar, uf1
@@ -214,6 +216,8 @@ def test_a_full_ststnet_run_writes_its_directory_and_evaluate_recomputes_it(stor
     lines = []
     result = train_run(RunOptions("ststnet", "composite", "3class", variant="default", store=store, seeds=(0, 1), out=tmp_path,
                                   settings=("epochs=3",), name="run"), log=lines.append)
+    # the first seed's fold models are kept, and reloaded they predict as the run did
+    assert assert_checkpoints_reproduce(result.directory, store) == result.per_seed[0]["overall"].n
     directory = result.directory
     for name in ("config.json", "predictions.csv", "metrics.json", "metrics.md", "confusion.png", "curves.png",
                  "history.json", "log.txt"):
@@ -265,6 +269,7 @@ def test_one_fold_of_mobilevit_with_transfer_grid_search_and_svm(store, tmp_path
                 "grid_batch=4", "grid_lr=0.001", "grid_epochs=1,2", "grid_validation=0.3", "svm_c=1,10")
     result = train_run(RunOptions("mobilevit", "composite", "3class", variant="default", store=store, seeds=(0,), folds=(0,),
                                   out=tmp_path, settings=settings, name="mvit"), log=lines.append)
+    assert assert_checkpoints_reproduce(result.directory, store) == result.per_seed[0]["overall"].n  # the SVM head
     assert any("macro-expression transfer: 15 frames of 5 sequences of ckplus" in line for line in lines)
     history = json.loads((result.directory / "history.json").read_text())
     fold = history[0]["folds"][0]

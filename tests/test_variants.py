@@ -12,24 +12,11 @@ import numpy as np
 import pytest
 import zarr
 
+from stores import FAST_FLOW
+
 from mepipe.pipeline.variants import DEFAULT_VARIANT, Variant
 
 MODELS = ("ststnet", "mobilevit", "cropnet", "cva", "msmmt", "mfvan")
-#: A lighter TV-L1 (fewer scales and iterations): these tests check where the arrays go and what
-#: shapes and masks they have, not the flow's accuracy (tests/test_flow.py does).
-FAST_FLOW = ("flow.n_scales=3", "flow.n_warps=2", "flow.outer_iterations=4")
-
-
-@pytest.fixture(scope="session")
-def variant_build(tiny, tmp_path_factory):
-    """``mepipe build --for all`` of the tiny CASME II tree: (store, summary)."""
-    from mepipe.models.recipes import build_targets
-    from mepipe.pipeline.build import BuildOptions, build
-
-    store = tmp_path_factory.mktemp("variants") / "store.zarr"
-    summary = build(BuildOptions("casme2", root=tiny, store=store, scheduler="threads", workers=2, params=FAST_FLOW,
-                                 targets=build_targets(["all"], "casme2")))
-    return store, summary
 
 
 def test_variant_names_round_trip():
