@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mepipe.datasets.errors import DatasetError
 from mepipe.datasets.macro import MACRO_READERS
+from mepipe.datasets.manifest import read_manifest
 from mepipe.datasets.micro import read_casme2, read_samm, read_smic
 from mepipe.datasets.samples import DatasetReading
 
@@ -16,6 +17,7 @@ READERS: dict[str, Callable[..., DatasetReading]] = {
     "samm": read_samm,
     "smic": read_smic,
     **MACRO_READERS,
+    "manifest": read_manifest,
 }
 
 

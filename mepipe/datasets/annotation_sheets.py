@@ -40,6 +40,16 @@ class SheetRow:
         return f"{place}, column '{self.headers[column]}'" if column else place
 
 
+class MissingColumnError(DatasetError):
+    """A sheet whose header lacks required columns: ``where`` (``<file>, row <n>``, the row taken
+    for the header) and ``detail`` (which columns are missing and which the header has); the
+    message is ``<where>: <detail>``, as every DatasetError of a sheet."""
+
+    def __init__(self, where: str, detail: str):
+        self.where, self.detail = where, detail
+        super().__init__(f"{where}: {detail}")
+
+
 def normalize_header(text: object) -> str:
     return re.sub(r"[^a-z0-9]", "", str(text).lower()) if text is not None else ""
 
@@ -53,8 +63,9 @@ def read_annotation_sheet(path: Path, columns: dict[str, tuple[str, ...]], requi
     columns : canonical name -> accepted header spellings (compared normalized).
     required : canonical names that must be present.
 
-    Raises DatasetError naming the file when it cannot be read, and naming the missing columns (and
-    the headers it did find) when no row holds every required column.
+    Raises DatasetError naming the file when it cannot be read, and :class:`MissingColumnError`
+    naming the missing columns (and the headers it did find) when no row holds every required
+    column.
     """
     path = Path(path)
     if not path.is_file():
@@ -80,7 +91,7 @@ def read_annotation_sheet(path: Path, columns: dict[str, tuple[str, ...]], requi
         if best_row is None:
             raise DatasetError(f"{path}: no header row with the expected columns {expected} in its first {_HEADER_SEARCH_ROWS} rows")
         seen = ", ".join(repr(str(c).strip()) for c in table[best_row] if c not in (None, ""))
-        raise DatasetError(f"{path}, row {best_row + 1}: missing column {expected} (the header has {seen})")
+        raise MissingColumnError(f"{path}, row {best_row + 1}", f"missing column {expected} (the header has {seen})")
 
     headers = {canonical: text for canonical, (_, text) in best_found.items()}
     rows = []

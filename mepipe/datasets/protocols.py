@@ -20,6 +20,12 @@ Protocols, as the papers in ``shared/papers`` use them:
 - The macro-expression sets also have ``mobilevit``, the classes of MobileViT's transfer set
   (:mod:`mepipe.datasets.macro_frames`): anger, disgust, sadness -> negative; happiness ->
   positive; surprise -> surprise; contempt, fear and neutral are left out, as in the paper.
+- ``manifest / native`` (its default): a manifest's emotions are free text, so its classes are
+  the distinct emotions of its samples, compared without case or surrounding spaces (``Happiness``
+  and ``happiness `` are one class, named ``happiness``), in sorted order; no emotion is unknown.
+  The classes therefore follow the samples read (or stored): a manifest that gains an emotion
+  gains a class. ``manifest / 3class`` maps them by the composite's rule (:data:`COMPOSITE_RULE`)
+  and leaves every other emotion out.
 """
 
 from __future__ import annotations
@@ -89,6 +95,8 @@ for _macro in MOBILEVIT_DATASETS:
         frozenset(e for e in _native.classes if e in MOBILEVIT_LEFT_OUT),
     )
 
+MANIFEST = "manifest"
+
 #: Every (dataset, protocol) pair :func:`select` answers; the first protocol of a dataset is its default.
 PROTOCOLS: dict[str, tuple[str, ...]] = {
     "casme2": ("5class", "3class"),
@@ -99,6 +107,7 @@ PROTOCOLS: dict[str, tuple[str, ...]] = {
     "oulu": ("native", "3class", MOBILEVIT_PROTOCOL),
     "jaffe": ("native", "3class", MOBILEVIT_PROTOCOL),
     "mug": ("native", "3class", MOBILEVIT_PROTOCOL),
+    MANIFEST: ("native", "3class"),
 }
 
 
@@ -161,14 +170,35 @@ def default_protocol(dataset: str) -> str:
     return _protocols_of(dataset)[0]
 
 
-def label_map(dataset: str, protocol: str | None = None) -> LabelMap:
-    """The label map of a single dataset's protocol (the composite has a list, not a map)."""
+def label_map(dataset: str, protocol: str | None = None, samples: Sequence[Sample] | None = None) -> LabelMap:
+    """The label map of a single dataset's protocol (the composite has a list, not a map).
+
+    ``samples``: the dataset's samples, which the ``manifest``'s classes are made of (every other
+    dataset's are fixed and ignore them); required for ``manifest``.
+    """
     protocol = protocol or default_protocol(dataset)
+    if dataset == MANIFEST and protocol in PROTOCOLS[MANIFEST]:
+        if samples is None:
+            raise DatasetError("the manifest's classes are the emotions of its samples; pass the samples")
+        return manifest_label_map(protocol, samples)
     if (dataset, protocol) in LABEL_MAPS:
         return LABEL_MAPS[(dataset, protocol)]
     if protocol == "3class" and dataset in COMPOSITE_DATASETS:
         return LabelMap(COMPOSITE_CLASSES, {e: c for e, c in COMPOSITE_RULE.items()}, frozenset({"others", "other"}))
     raise DatasetError(f"no protocol {protocol!r} for {dataset}; choose one of: {', '.join(_protocols_of(dataset))}")
+
+
+def manifest_label_map(protocol: str, samples: Sequence[Sample]) -> LabelMap:
+    """A manifest's classes under ``protocol``: ``native``, its distinct emotions (lowercase,
+    trimmed), sorted; ``3class``, the composite's classes by :data:`COMPOSITE_RULE`, every other
+    emotion left out."""
+    emotions = sorted({sample.emotion.strip().lower() for sample in samples})
+    if protocol == "native":
+        return _identity(emotions)
+    if protocol == "3class":
+        return LabelMap(COMPOSITE_CLASSES, {e: COMPOSITE_RULE[e] for e in emotions if e in COMPOSITE_RULE},
+                        frozenset(e for e in emotions if e not in COMPOSITE_RULE))
+    raise DatasetError(f"no protocol {protocol!r} for {MANIFEST}; choose one of: {', '.join(PROTOCOLS[MANIFEST])}")
 
 
 def select(dataset: str, protocol: str | None, readings: Mapping[str, DatasetReading]) -> Selection:
@@ -183,7 +213,7 @@ def select(dataset: str, protocol: str | None, readings: Mapping[str, DatasetRea
     if protocol == "3class" and dataset in ("composite", "casme2", "samm"):
         return _select_from_manifest(dataset, readings)
     reading = _reading(readings, dataset)
-    labels = label_map(dataset, protocol)
+    labels = label_map(dataset, protocol, reading.samples)
     chosen, label_ids, excluded = [], [], []
     for sample in reading.samples:
         key = sample.emotion.strip().lower()

@@ -1,8 +1,15 @@
 """The records every adapter returns: one :class:`Sample` per clip, and the problems it met.
 
-A sample is what later stages need to find and interpret a clip: its ordered frame files, the
-onset/apex/offset both as indices into those files and as the frame numbers the sheet wrote, the
-emotion as coded, the action units, and where each value came from (``sources``). No pixels.
+A sample is what later stages need to find and interpret a clip: its ordered frame files (or its
+one video file), the onset/apex/offset both as indices into its frames and as the frame numbers
+the sheet wrote, the emotion as coded, the action units, and where each value came from
+(``sources``). No pixels.
+
+**A video clip** (a ``manifest`` row whose path is a video file) is a sample whose ``frames`` is
+that one file, and whose ``frame_numbers`` are ``0..T-1``, the positions of the T frames a decoder
+returns: ``n_frames``, onset, apex and offset mean the same for it as for a frame folder, and
+:attr:`Sample.video` tells the two apart. The pipeline decodes such a sample's file whole
+(``pipeline.frames.decode_frames``); T is known from decoding it when the manifest is read.
 """
 
 from __future__ import annotations
@@ -11,6 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mepipe.datasets.action_units import ActionUnitSet
+
+#: File name endings read as video files (case-insensitive): a clip that is one such file is a
+#: video clip. ``pipeline.video`` reads them with OpenCV's FFmpeg.
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
 
 #: How a sample's apex was obtained.
 APEX_FROM_SHEET = "sheet"
@@ -24,13 +35,15 @@ class Sample:
 
     Attributes
     ----------
-    dataset : ``casme2``, ``samm``, ``smic``, ``ckplus``, ``oulu``, ``jaffe`` or ``mug``.
+    dataset : ``casme2``, ``samm``, ``smic``, ``ckplus``, ``oulu``, ``jaffe``, ``mug`` or ``manifest``.
     subject : the subject's folder name (``sub01``, ``006``, ``s1``, ``S005``, ...).
     clip : the clip's name as the dataset writes it (``EP02_01f``, ``006_1_2``, ``s1_ne_01``).
-    frames : the clip's frame files in temporal order (frame numbers sorted numerically).
-    frame_numbers : the frame number of each file (``img46.jpg`` -> 46), same order; for datasets
-        whose files carry no number, their position.
-    onset, apex, offset : indices into ``frames``.
+    frames : the clip's frame files in temporal order (frame numbers sorted numerically); for a
+        video clip, the one video file (:attr:`video`).
+    frame_numbers : the frame number of each frame (``img46.jpg`` -> 46), same order; for datasets
+        whose files carry no number, their position; for a video clip ``0..T-1``, the decoded
+        frames' positions.
+    onset, apex, offset : indices into the clip's frames (``frame_numbers``).
     onset_frame, apex_frame, offset_frame : the values the annotation gives, as written (``None``
         where it gives none; an apex of -1 stays -1 here). Folder-labelled datasets have none.
     emotion : the emotion as the dataset codes it (``happiness``, ``Anger``, ``negative``, ...).
@@ -38,6 +51,8 @@ class Sample:
     apex_source : ``sheet`` when the annotation's apex was used, else the policy that resolved it
         (``middle``, ``spot``, or a dataset's documented rule such as ``last frame``).
     sources : for each value, where it came from: file, row and column, or the rule that made it.
+    fps : the clip's own frame rate (a manifest's ``fps`` column, a video's declared rate); None:
+        the dataset's rate.
     """
 
     dataset: str
@@ -55,6 +70,7 @@ class Sample:
     apex_frame: int | None = None
     offset_frame: int | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
+    fps: float | None = None
 
     @property
     def sample_id(self) -> str:
@@ -68,7 +84,15 @@ class Sample:
 
     @property
     def n_frames(self) -> int:
-        return len(self.frames)
+        """The clip's number of frames: its frame files, or the frames decoded from its video."""
+        return len(self.frame_numbers)
+
+    @property
+    def video(self) -> Path | None:
+        """The clip's video file when the clip is one (``frames`` is then that file alone), else None."""
+        if len(self.frames) == 1 and is_video_file(self.frames[0]):
+            return Path(self.frames[0])
+        return None
 
 
 @dataclass(frozen=True)
@@ -104,6 +128,11 @@ class DatasetReading:
     @property
     def clean(self) -> bool:
         return not self.problems
+
+
+def is_video_file(path) -> bool:
+    """True when ``path``'s name ends in one of :data:`VIDEO_SUFFIXES` (it is not opened)."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
 def middle_index(first: int, last: int) -> int:

@@ -7,7 +7,9 @@ Runs the dataset's adapter, which already checks, clip by clip:
 - that no clip appears twice in the sheet;
 - that the sheet and the folders agree (clips in one but not the other).
 
-It then adds one check of its own: that every emotion is known to the dataset's default protocol.
+It then adds one check of its own: that every emotion is known to the dataset's default protocol
+(a manifest's emotions are free text, each one a class of its ``native`` protocol: none is
+unknown).
 Every problem is listed, not just the first.
 
 **Errors and warnings.** Each problem is one or the other, by its ``fatal`` flag:
@@ -73,7 +75,7 @@ def verify_dataset(dataset: str, root: str | Path, **options) -> Verification:
     """Read a dataset and collect every problem; DatasetError only when nothing can be read."""
     reading = read_dataset(dataset, root, **options)
     protocol = default_protocol(dataset)
-    labels = label_map(dataset, protocol)
+    labels = label_map(dataset, protocol, reading.samples)
     problems = list(reading.problems)
     for sample in reading.samples:
         if not labels.known(sample.emotion):

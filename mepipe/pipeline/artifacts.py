@@ -69,10 +69,10 @@ ARTIFACTS: dict[str, Artifact] = {
 
 DEPENDS: dict[str, tuple[str, ...]] = {name: artifact.depends for name, artifact in ARTIFACTS.items()}
 
-#: Micro-expression clips take every artifact; macro-expression sequences (neutral -> peak, at
-#: 25-30 fps, too slow for the 2-25 Hz magnification band) all but magnification; JAFFE's single
-#: images only the face.
-MICRO = ("casme2", "samm", "smic")
+#: Micro-expression clips take every artifact (a manifest lists micro-expression clips: CAS(ME)^3,
+#: MMEW, 4DME, a lab's own); macro-expression sequences (neutral -> peak, at 25-30 fps, too slow
+#: for the 2-25 Hz magnification band) all but magnification; JAFFE's single images only the face.
+MICRO = ("casme2", "samm", "smic", "manifest")
 DEFAULT_ARTIFACTS: dict[str, tuple[str, ...]] = {
     **{name: tuple(ARTIFACTS) for name in MICRO},
     **{name: ("face", "flow", "strain", "residual", "dynamic") for name in ("ckplus", "oulu", "mug")},

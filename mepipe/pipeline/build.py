@@ -17,6 +17,7 @@ import re
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 from mepipe.datasets.adapters import READERS, read_dataset
 from mepipe.datasets.errors import DatasetError
 from mepipe.datasets.layouts import LAYOUTS
+from mepipe.datasets.manifest import DEFAULT_FPS as MANIFEST_FPS
 from mepipe.pipeline.artifacts import ARTIFACTS, DEFAULT_ARTIFACTS, DEPENDS, with_dependencies
 from mepipe.pipeline.lock import GroupLock, LockError
 from mepipe.pipeline.params import ParamError, as_dict, cache_keys, resolve_params
@@ -39,6 +41,9 @@ DEMO_ROOT = Path("cache", "demo", "casme2")
 #: Frame rates of the datasets without a synthetic layout (Oulu-CASIA 25 fps, MUG 19 fps; JAFFE
 #: has still images).
 OTHER_FPS = {"oulu": 25.0, "mug": 19.0, "jaffe": 0.0}
+#: Adapters whose samples carry their own frame rate (``Sample.fps``); the group records the rate
+#: the most samples share.
+PER_SAMPLE_FPS = ("manifest",)
 _ADDRESS = re.compile(r"(tcp|tls|ucx|inproc)://\S+")
 
 
@@ -50,6 +55,8 @@ class BuildError(Exception):
 class BuildOptions:
     dataset: str
     root: Path | None = None
+    #: the dataset's annotation sheet (``--sheet``; a manifest's csv); None: the adapter finds it in the root
+    sheet: Path | None = None
     store: Path | None = None
     artifacts: tuple[str, ...] | None = None
     config: Path | None = None
@@ -132,11 +139,14 @@ def build(options: BuildOptions, progress: Progress | None = None, notice: Notic
         remote = _client(options.scheduler, 0)[0]  # fail early, before anything is written
 
     try:
-        reading = read_dataset(adapter, root)
+        reading = read_dataset(adapter, root, **_reader_options(options, adapter))
     except DatasetError as error:
         raise BuildError(str(error)) from None
     if not reading.samples:
-        raise BuildError(f"{root}: no usable {adapter} samples ({len(reading.problems)} problems; see `mepipe verify --dataset {adapter} --root {root}`)")
+        # a problem of the whole dataset (a manifest's missing column) is the answer: name it
+        whole = next((p for p in reading.problems if p.fatal and p.sample_id is None), None)
+        first = f"; {whole}" if whole is not None else ""
+        raise BuildError(f"{root}: no usable {adapter} samples ({len(reading.problems)} problems{first}; see `mepipe verify --dataset {adapter} --root {root}`)")
     dropped = [p for p in reading.problems if p.fatal]
     if reading.problems:
         say(f"{adapter} at {root}: {len(reading.problems)} problems, {len({p.sample_id for p in dropped})} clips left out "
@@ -213,7 +223,7 @@ def _build_group(options, store, store_path, group_name, adapter, root, samples,
                  started, notes) -> BuildSummary:
     """The part of a build that writes the group; runs while this build holds the group's lock."""
     rows = [_row(group_name, sample, root) for sample in samples]
-    fps = LAYOUTS[adapter].fps if adapter in LAYOUTS else OTHER_FPS[adapter]
+    fps = _group_fps(adapter, samples)
     meta = dict(adapter=adapter, source_root=root.resolve(), fps=fps, rows=rows)
     update = prepare_group(store, group_name, **meta)
     dataset_group = update.group
@@ -297,7 +307,7 @@ def _build_group(options, store, store_path, group_name, adapter, root, samples,
             base = plans[0].params
             jobs.append(SampleJob(
                 absolute_store, f"{sample.subject}/{sample.clip}", tuple(str(p) for p in sample.frames),
-                sample.onset, sample.apex, sample.offset, fps, {n: base[n] for n in base}, tuple(variant_jobs),
+                sample.onset, sample.apex, sample.offset, sample.fps or fps, {n: base[n] for n in base}, tuple(variant_jobs),
                 lock=str(lock.path.resolve()), token=lock.token,
             ))
     if retried:
@@ -360,12 +370,32 @@ def _check_apart(root: Path, store_path: Path, group: str) -> None:
         raise BuildError(f"the store {store_path} lies inside the dataset root {root}; put the store outside the raw data")
 
 
+def _reader_options(options: BuildOptions, adapter: str) -> dict:
+    """What the adapter is given besides the root: the ``--sheet``, and for a manifest the
+    function that counts a video's frames (the datasets layer decodes nothing itself)."""
+    reader_options = {"sheet": options.sheet} if options.sheet is not None else {}
+    if adapter == "manifest":
+        from mepipe.pipeline.video import video_length
+
+        reader_options["video_length"] = video_length
+    return reader_options
+
+
+def _group_fps(adapter: str, samples) -> float:
+    """The frame rate a group records: its dataset's; a manifest's samples each have their own
+    (every task is given its sample's), and the group records the one most of them have."""
+    if adapter in PER_SAMPLE_FPS:
+        rates = Counter(sample.fps or MANIFEST_FPS for sample in samples)
+        return max(rates, key=lambda rate: (rates[rate], -rate))
+    return LAYOUTS[adapter].fps if adapter in LAYOUTS else OTHER_FPS[adapter]
+
+
 def _unknown_emotions(adapter: str, samples) -> list[str]:
     """A note per emotion that the dataset's default protocol does not know (stored, never labelled)."""
     from mepipe.datasets.protocols import default_protocol, label_map
 
     protocol = default_protocol(adapter)
-    labels = label_map(adapter, protocol)
+    labels = label_map(adapter, protocol, samples)
     unknown: dict[str, int] = {}
     for sample in samples:
         if not labels.known(sample.emotion):
@@ -409,10 +439,12 @@ def _artifacts(names, adapter: str) -> tuple[str, ...]:
 
 
 def _row(group: str, sample, root: Path) -> dict:
+    # the clip's frame folder, or its video file, relative to the root where it lies inside it
+    clip_path = sample.video or Path(sample.frames[0]).parent
     try:
-        source = str(Path(sample.frames[0]).parent.relative_to(root))
+        source = str(Path(clip_path).relative_to(root))
     except ValueError:
-        source = str(Path(sample.frames[0]).parent)
+        source = str(clip_path)
     return {
         "sample_id": f"{group}/{sample.subject}/{sample.clip}", "subject": sample.subject, "clip": sample.clip,
         "emotion": sample.emotion, "action_units": str(sample.action_units), "apex_source": sample.apex_source, "source": source,

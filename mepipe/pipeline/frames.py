@@ -26,6 +26,11 @@ still decodes to wrong pixels: libjpeg warns, but OpenCV does not pass the warni
 catching it would take a second, strict decoder. Uncompressed BMP and TIFF have no redundancy to
 check at all. PNG's checksums make its decoder reject such damage.
 
+A clip can also be one video file (a manifest's video row: ``Sample.video``): :func:`decode_frames`
+and :func:`scan_frames` then decode it whole with :mod:`mepipe.pipeline.video` (OpenCV's FFmpeg),
+whose errors are the same :class:`FrameError` lines. A video's damage shows only as frames the
+decoder cannot return (fewer than the manifest's reading counted) or as no frame at all.
+
 Errors name the file and say what is wrong in one line: :class:`FrameError` from
 :func:`read_frame` and :func:`decode_frames` (the first bad file), :class:`FrameProblem` records
 from :func:`scan_frames` and :class:`~mepipe.datasets.samples.Problem` rows from
@@ -45,7 +50,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mepipe.datasets.samples import Problem, Sample
+from mepipe.datasets.samples import Problem, Sample, is_video_file
 
 #: The check name of a bad frame in ``mepipe verify``'s problem table.
 BAD_FRAME = "bad frame"
@@ -139,10 +144,15 @@ def decode_frames(paths: Iterable, colour: bool = False) -> np.ndarray:
     Every file is checked as :func:`read_frame` does, and every frame must have the first frame's
     size. Raises :class:`FrameError` for the first bad file (or for an empty ``paths``); use
     :func:`scan_frames` to find every bad file of a clip.
+
+    ``paths`` of one video file (a video clip, ``Sample.video``): every frame the video decodes
+    to, in decoding order (``colour``: RGB, else gray), as :func:`mepipe.pipeline.video.read_video`.
     """
     paths = list(paths)
     if not paths:
         raise FrameError(None, "the clip has no frames")
+    if len(paths) == 1 and is_video_file(paths[0]):
+        return _read_video(paths[0], colour).frames
     typical = _median_size(paths)
     first = read_frame(paths[0], typical, colour)
     # filled in place: stacking a list of frames would hold the clip twice at the peak
@@ -158,14 +168,20 @@ def decode_frames(paths: Iterable, colour: bool = False) -> np.ndarray:
     return clip
 
 
-def scan_frames(paths: Sequence) -> list[FrameProblem]:
+def scan_frames(paths: Sequence, expected_frames: int | None = None) -> list[FrameProblem]:
     """Every bad frame of one clip, in the order of ``paths``; empty when all are good.
 
     Decodes every file as :func:`read_frame` does (and keeps none of them). A file is bad when
     :func:`read_frame` rejects it, or when its size differs from that of most of the clip's good
     frames (the first good frame's size on a tie), so that one odd frame is blamed, not the rest.
+
+    ``paths`` of one video file: at most one problem, the video's, when it cannot be decoded to
+    the end or (``expected_frames``, what the dataset's reading counted) decodes to another number
+    of frames.
     """
     paths = list(paths)
+    if len(paths) == 1 and is_video_file(paths[0]):
+        return _scan_video(Path(paths[0]), expected_frames)
     typical = _median_size(paths)
     found: dict[int, FrameProblem] = {}
     shapes: dict[int, tuple[int, ...]] = {}
@@ -206,7 +222,7 @@ def scan_samples(samples: Iterable[Sample], workers: int | None = None, progress
     cv2.setNumThreads(1)
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(scan_frames, sample.frames): index for index, sample in enumerate(samples)}
+            futures = {pool.submit(scan_frames, sample.frames, sample.n_frames): index for index, sample in enumerate(samples)}
             for future in as_completed(futures):
                 index = futures[future]
                 found[index] = future.result()
@@ -220,6 +236,26 @@ def scan_samples(samples: Iterable[Sample], workers: int | None = None, progress
         Problem(BAD_FRAME, str(problem.path), problem.reason, samples[index].sample_id, fatal=True)
         for index in sorted(found) for problem in found[index]
     ]
+
+
+def _read_video(path, colour: bool):
+    # imported here: pipeline.video imports FrameError from this module
+    from mepipe.pipeline.video import read_video
+
+    return read_video(path, colour=colour)
+
+
+def _scan_video(path: Path, expected_frames: int | None) -> list[FrameProblem]:
+    from mepipe.pipeline.video import count_video_frames
+
+    try:
+        frames, _ = count_video_frames(path)
+    except FrameError as error:
+        return [FrameProblem(path, error.reason)]
+    if expected_frames is not None and frames != expected_frames:
+        return [FrameProblem(path, f"decodes to {frames} frames, the dataset's reading counted {expected_frames} "
+                                   "(the file changed since it was read)")]
+    return []
 
 
 def _format_of(data: bytes) -> tuple[str | None, Callable[[bytes, str], str | None] | None]:

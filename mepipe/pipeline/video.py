@@ -7,11 +7,17 @@ indices of a manifest's video rows and of ``predict --onset/--apex/--offset`` co
 
 Errors are :class:`~mepipe.pipeline.frames.FrameError`, one line naming the file: a file that is
 not a video, a video with no frame, frames of changing size.
+
+A video's length is what decoding it gives (:func:`video_length`): the container's frame count
+(``CAP_PROP_FRAME_COUNT``) is an estimate from its duration and rate, and is wrong for files with
+variable frame rates or edit lists. :func:`read_video` and :func:`video_length` run one decoding
+loop, so the length the manifest adapter records is the number of frames the build decodes.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +25,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mepipe.datasets.errors import DatasetError
+from mepipe.datasets.samples import VIDEO_SUFFIXES, is_video_file
 from mepipe.pipeline.frames import FrameError
 
-#: File name endings read as videos (case-insensitive).
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
+__all__ = ["VIDEO_SUFFIXES", "Video", "count_video_frames", "is_video", "read_video", "video_length", "write_video"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,7 @@ def _quiet():
 
 def is_video(path) -> bool:
     """True when ``path``'s name ends in one of :data:`VIDEO_SUFFIXES`."""
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+    return is_video_file(path)
 
 
 def read_video(path, colour: bool = True) -> Video:
@@ -58,6 +65,35 @@ def read_video(path, colour: bool = True) -> Video:
     Raises :class:`FrameError` when the file is missing, is not a video OpenCV's FFmpeg reader can
     open, has no frame, or changes frame size.
     """
+    code = cv2.COLOR_BGR2RGB if colour else cv2.COLOR_BGR2GRAY
+    with _opened(path) as (capture, fps):
+        frames = [cv2.cvtColor(image, code) for image in _decoded(capture, Path(path))]
+    return Video(np.stack(frames), fps)
+
+
+def count_video_frames(path) -> tuple[int, float | None]:
+    """(number of frames, declared frame rate or None) of the video file ``path``.
+
+    The frames are counted by decoding every one of them, as :func:`read_video` does, and none is
+    kept. Raises :class:`FrameError` as :func:`read_video` does.
+    """
+    with _opened(path) as (capture, fps):
+        return sum(1 for _ in _decoded(capture, Path(path))), fps
+
+
+def video_length(path) -> tuple[int, float | None]:
+    """:func:`count_video_frames` for the manifest adapter, which decodes nothing itself
+    (:mod:`mepipe.datasets.manifest`; ``mepipe verify`` and ``mepipe build`` pass it this): raises
+    :class:`~mepipe.datasets.errors.DatasetError`, one line naming the file."""
+    try:
+        return count_video_frames(path)
+    except FrameError as error:
+        raise DatasetError(f"{error.path} {error.reason}") from None
+
+
+@contextmanager
+def _opened(path):
+    """An open ``cv2.VideoCapture`` of ``path`` and the frame rate it declares (None: none)."""
     path = Path(path)
     if not path.exists():
         raise FrameError(path, "is missing")
@@ -70,22 +106,29 @@ def read_video(path, colour: bool = True) -> Video:
             raise FrameError(path, "is not a readable video (OpenCV's FFmpeg reader cannot open it; "
                                    f"videos: {', '.join(VIDEO_SUFFIXES)})")
         fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
-        frames = []
-        while True:
-            ok, image = capture.read()
-            if not ok:
-                break
-            if frames and image.shape != frames[0].shape:
-                raise FrameError(path, f"changes frame size at frame {len(frames)}: {image.shape[1]}x{image.shape[0]}, "
-                                       f"the first frame is {frames[0].shape[1]}x{frames[0].shape[0]}")
-            frames.append(image)
+        yield capture, (fps if fps > 0 else None)
     finally:
         capture.release()
-    if not frames:
+
+
+def _decoded(capture, path: Path) -> Iterator[np.ndarray]:
+    """The capture's frames (H, W, 3) BGR in decoding order; FrameError when there is none or
+    when the frame size changes."""
+    first_shape = None
+    index = 0
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        if first_shape is None:
+            first_shape = image.shape
+        elif image.shape != first_shape:
+            raise FrameError(path, f"changes frame size at frame {index}: {image.shape[1]}x{image.shape[0]}, "
+                                   f"the first frame is {first_shape[1]}x{first_shape[0]}")
+        index += 1
+        yield image
+    if first_shape is None:
         raise FrameError(path, "is not a readable video (no frame could be decoded)")
-    code = cv2.COLOR_BGR2RGB if colour else cv2.COLOR_BGR2GRAY
-    clip = np.stack([cv2.cvtColor(image, code) for image in frames])
-    return Video(clip, fps if fps > 0 else None)
 
 
 def write_video(path, frames: np.ndarray, fps: float) -> str:
