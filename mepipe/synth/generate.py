@@ -3,6 +3,15 @@
 Clips are rendered in worker processes, one clip per task; each worker writes its clip's frames
 straight to disk and sends back only the clip's ground truth, which the parent writes in plan order
 (so the output does not depend on which worker finished first).
+
+The ``manifest`` layout is a tree for the manifest adapter (:mod:`mepipe.datasets.manifest`): the
+clips of a default CASME II set (its subjects, clips, emotions, 640x480 colour frames at 200 fps),
+every other one in plan order written as an mp4 video (``sub01/EP19_05f.mp4``, with
+:func:`mepipe.pipeline.video.write_video`) and the rest as frame folders (``sub01/EP02_01f/img46.jpg``),
+listed in ``manifest.csv``: a folder's onset/apex/offset as frame numbers, a video's as 0-based
+frame indices (frame ``first_frame + i`` of the clip is the video's frame ``i``). The ground truth is
+the same as a CASME II tree's; each clip's entry says ``video`` and its ``path`` is the folder or
+the video.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
@@ -24,11 +33,13 @@ from mepipe.datasets.coding_tables import read_coding_table
 from mepipe.datasets.errors import DatasetError
 from mepipe.datasets.layouts import (
     CASME2_SHEET_NAME,
+    LAYOUTS,
     SAMM_SHEET_NAME,
     Layout,
     ckplus_emotion_file,
     get_layout,
 )
+from mepipe.datasets.manifest import MANIFEST_NAME, write_manifest
 from mepipe.synth.appearance import Photo, SynthError, default_photo, load_photos, make_subject
 from mepipe.synth.ground_truth import FILE_NAME, FORMAT_VERSION, GroundTruthWriter
 from mepipe.synth.motion import FaceFrame
@@ -36,6 +47,13 @@ from mepipe.synth.plan import default_plans, plans_from_coding
 from mepipe.synth.render import ClipPlan, ClipRenderer
 
 JPEG_QUALITY = 92  # the datasets' JPEGs are high quality; blocking artefacts would fake motion
+
+#: The layout of a manifest tree (the module's docstring), and the dataset layout its clips are
+#: rendered in.
+MANIFEST_LAYOUT = "manifest"
+MANIFEST_FRAMES = "casme2"
+#: Every layout ``mepipe synth`` writes.
+SYNTH_LAYOUTS = (*LAYOUTS, MANIFEST_LAYOUT)
 
 
 @dataclass(frozen=True)
@@ -78,15 +96,20 @@ def synthesize(options: SynthOptions, progress: Progress | None = None) -> Synth
     """Make a synthetic dataset tree; returns what was made. Raises SynthError on bad options."""
     started = time.perf_counter()
     layout = _layout(options.layout)
+    manifest = options.layout == MANIFEST_LAYOUT
+    if manifest and options.coding is not None:
+        raise SynthError("--coding makes casme2, samm or smic sets; a manifest tree is a default set (--subjects, --clips-per-subject)")
     if options.preview is not None:
         _check_preview_path(Path(options.preview))
     photos = load_photos(options.faces) if options.faces is not None else [default_photo()]
     plans = _plans(layout, options)
+    # a manifest tree: every other clip, in plan order, is a video
+    videos = frozenset(plan.key for plan in plans[1::2]) if manifest else frozenset()
     root = Path(options.out)
     _prepare_output(root)
 
     workers = options.workers or min(os.cpu_count() or 1, 8)
-    state = {"layout": layout, "root": root, "photos": photos, "seed": options.seed}
+    state = {"layout": layout, "root": root, "photos": photos, "seed": options.seed, "manifest": manifest, "videos": videos}
     writer = GroundTruthWriter(root / FILE_NAME)
     subjects: dict[str, dict] = {}
     clips_manifest = []
@@ -98,7 +121,7 @@ def synthesize(options: SynthOptions, progress: Progress | None = None) -> Synth
                 subjects[plan.subject] = subject_record
                 writer.add_array(f"subjects/{plan.subject}/landmarks", np.array(subject_record.pop("landmarks")))
             writer.add_clip(plan.subject, plan.clip, truth)
-            clips_manifest.append(_clip_manifest(plan, layout, truth))
+            clips_manifest.append(_clip_manifest(plan, layout, truth, manifest, plan.key in videos))
             frames_done += len(plan.frame_numbers)
             bytes_written += written
             if progress:
@@ -106,7 +129,8 @@ def synthesize(options: SynthOptions, progress: Progress | None = None) -> Synth
         writer.close(
             {
                 "format": FORMAT_VERSION,
-                "dataset": layout.name,
+                "dataset": MANIFEST_LAYOUT if manifest else layout.name,
+                **({"frame_layout": layout.name} if manifest else {}),
                 "fps": layout.fps,
                 "frame_size": list(layout.frame_size),
                 "seed": options.seed,
@@ -118,7 +142,7 @@ def synthesize(options: SynthOptions, progress: Progress | None = None) -> Synth
     except BaseException:
         writer.abort()
         raise
-    sheet = write_coding_sheet(layout, root, plans)
+    sheet = write_manifest_sheet(root, plans, videos, layout.fps) if manifest else write_coding_sheet(layout, root, plans)
     if sheet is not None:
         bytes_written += sheet.stat().st_size
     preview = None
@@ -127,7 +151,7 @@ def synthesize(options: SynthOptions, progress: Progress | None = None) -> Synth
 
         preview = write_preview(root, Path(options.preview))
     return SynthSummary(
-        layout=layout.name,
+        layout=options.layout if manifest else layout.name,
         root=root,
         subjects=len(subjects),
         clips=len(plans),
@@ -142,9 +166,17 @@ def synthesize(options: SynthOptions, progress: Progress | None = None) -> Synth
     )
 
 
+def check_layout(name: str) -> None:
+    """SynthError, one line, unless ``mepipe synth`` writes the layout ``name``."""
+    if name not in SYNTH_LAYOUTS:
+        raise SynthError(f"unknown layout {name!r}; choose one of: {', '.join(SYNTH_LAYOUTS)}")
+
+
 def _layout(name: str) -> Layout:
+    """The dataset layout clips are rendered in (a manifest tree's: CASME II's)."""
+    check_layout(name)
     try:
-        return get_layout(name)
+        return get_layout(MANIFEST_FRAMES if name == MANIFEST_LAYOUT else name)
     except DatasetError as error:
         raise SynthError(str(error)) from None
 
@@ -226,13 +258,21 @@ def _render_clip(plan: ClipPlan) -> tuple[ClipPlan, dict, dict, int]:
     plan = dataclasses.replace(plan, head=dataclasses.replace(plan.head, pivot=pivot))
     renderer = ClipRenderer(plan, subject)
 
-    folder = root / layout.clip_folder(plan.subject, plan.clip, plan.emotion)
-    folder.mkdir(parents=True, exist_ok=True)
+    video = plan.key in _WORKER_STATE["videos"]
+    clip_path = root / _clip_path(plan, layout, _WORKER_STATE["manifest"], video)
     written = 0
-    for number in plan.frame_numbers:
-        image = renderer.frame(number)
-        path = folder / layout.frame_name(plan.subject, plan.clip, number)
-        written += _write_frame(path, image, layout)
+    if video:
+        from mepipe.pipeline.video import write_video
+
+        clip_path.parent.mkdir(parents=True, exist_ok=True)
+        write_video(clip_path, np.stack([renderer.frame(number) for number in plan.frame_numbers]), layout.fps)
+        written = clip_path.stat().st_size
+    else:
+        clip_path.mkdir(parents=True, exist_ok=True)
+        for number in plan.frame_numbers:
+            image = renderer.frame(number)
+            path = clip_path / layout.frame_name(plan.subject, plan.clip, number)
+            written += _write_frame(path, image, layout)
     if layout.name == "ckplus" and "ckplus_code" in plan.sheet:
         label = root / ckplus_emotion_file(plan.subject, plan.clip, plan.last_frame)
         label.parent.mkdir(parents=True, exist_ok=True)
@@ -295,11 +335,41 @@ def write_coding_sheet(layout: Layout, root: Path, plans: list[ClipPlan]) -> Pat
     return None
 
 
-def _clip_manifest(plan: ClipPlan, layout: Layout, truth: dict) -> dict:
+def write_manifest_sheet(root: Path, plans: list[ClipPlan], videos: frozenset[str], fps: float) -> Path:
+    """``manifest.csv`` of a manifest tree: a folder's onset/apex/offset as its frame numbers, a
+    video's as 0-based indices into its frames (the clip's first frame is the video's frame 0)."""
+    rows = []
+    for plan in plans:
+        video = plan.key in videos
+        base = plan.first_frame if video else 0
+
+        def position(frame: int | None) -> int | None:
+            # -1 is "not coded" in either counting; None an empty cell
+            return frame if frame is None or frame == -1 else frame - base
+
+        rows.append({
+            "subject": plan.subject, "clip": plan.clip, "path": str(_clip_path(plan, None, True, video)),
+            "onset": position(plan.onset), "apex": position(plan.apex), "offset": position(plan.offset),
+            "emotion": plan.emotion, "action_units": plan.action_units, "fps": f"{fps:g}",
+        })
+    path = root / MANIFEST_NAME
+    write_manifest(path, rows)
+    return path
+
+
+def _clip_path(plan: ClipPlan, layout: Layout | None, manifest: bool, video: bool) -> PurePosixPath:
+    """A clip's folder (or a manifest tree's video file) relative to the tree's root."""
+    if manifest:
+        return PurePosixPath(plan.subject, f"{plan.clip}.mp4") if video else PurePosixPath(plan.subject, plan.clip)
+    return layout.clip_folder(plan.subject, plan.clip, plan.emotion)
+
+
+def _clip_manifest(plan: ClipPlan, layout: Layout, truth: dict, manifest: bool = False, video: bool = False) -> dict:
     return {
         "subject": plan.subject,
         "clip": plan.clip,
-        "path": str(layout.clip_folder(plan.subject, plan.clip, plan.emotion)),
+        "path": str(_clip_path(plan, layout, manifest, video)),
+        **({"video": video} if manifest else {}),
         "emotion": plan.emotion,
         "ckplus_code": plan.sheet.get("ckplus_code"),
         "action_units": plan.action_units,

@@ -12,7 +12,9 @@ One file per tree, readable with plain ``numpy.load`` (it is an ``.npz``) or wit
     ``onset``/``apex``/``offset`` as the sheet gives them (null where it gives none) and
     ``true_onset``/``true_apex``/``true_offset`` (the frames the motion follows; ``apex_source`` is
     ``sheet`` or ``drawn``), ``amplitude_px`` (largest expression displacement at apex),
-    ``blink_frames``, ``head`` (drift in px, rotation in degrees) and ``label`` fields.
+    ``blink_frames``, ``head`` (drift in px, rotation in degrees) and ``label`` fields. A manifest
+    tree (``dataset`` ``manifest``, rendered in the layout ``frame_layout``) adds ``video`` to each
+    clip: true when ``path`` is the clip's video file, whose frame ``i`` is frame ``first_frame + i``.
 ``<subject>/<clip>/expression_flow.npy``
     (2, H, W) float16: displacement from the onset frame to the apex frame caused by the
     expression, x then y, in pixels, at every pixel of the onset frame (frame coordinates). float16

@@ -23,7 +23,8 @@ def write_preview(root: Path, out: Path, clips: int = 4) -> Path:
     flow colour-coded (expression + head motion), and the expression alone with arrows.
     """
     truth = GroundTruth(root)
-    layout = get_layout(truth.manifest["dataset"])
+    # a manifest tree's clips are rendered in a dataset's layout, which it names
+    layout = get_layout(truth.manifest.get("frame_layout", truth.manifest["dataset"]))
     chosen, emotions, subjects = [], set(), set()
     for entry in truth.clips:  # different people showing different emotions first
         if entry["emotion"] not in emotions and entry["subject"] not in subjects:
@@ -49,8 +50,14 @@ def _clip_row(truth: GroundTruth, layout, entry: dict) -> np.ndarray:
     folder = truth.path.parent / entry["path"]
     onset = min(max(entry["true_onset"], entry["first_frame"]), entry["last_frame"])
     apex = min(max(entry["true_apex"], entry["first_frame"]), entry["last_frame"])
-    onset_image = _read_rgb(folder / layout.frame_name(subject, clip, onset))
-    apex_image = _read_rgb(folder / layout.frame_name(subject, clip, apex))
+    if entry.get("video"):  # a manifest tree's video: frame first_frame + i is the video's frame i
+        from mepipe.pipeline.video import read_video
+
+        frames = read_video(folder).frames
+        onset_image, apex_image = frames[onset - entry["first_frame"]], frames[apex - entry["first_frame"]]
+    else:
+        onset_image = _read_rgb(folder / layout.frame_name(subject, clip, onset))
+        apex_image = _read_rgb(folder / layout.frame_name(subject, clip, apex))
     landmarks = truth.landmarks(subject, clip, onset)
     face = FaceFrame.from_landmarks(landmarks)
     # a square around the face: from above the brows to below the chin
