@@ -18,7 +18,8 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--layout", default="casme2", show_default=True, help="Dataset layout: casme2, samm, smic or ckplus.")
+@click.option("--layout", default="casme2", show_default=True,
+              help="Dataset layout: casme2, samm, smic, ckplus, or manifest (frame folders and mp4 videos listed in manifest.csv).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder  [default: cache/demo/<layout>]")
 @click.option("--subjects", type=int, default=6, show_default=True, help="Subjects of a default set.")
 @click.option("--clips-per-subject", type=int, default=6, show_default=True, help="Clips per subject of a default set.")
@@ -30,14 +31,11 @@ def main() -> None:
 def synth(layout, out, subjects, clips_per_subject, seed, faces, coding, preview, workers) -> None:
     """Make a synthetic micro-expression dataset in a real dataset's layout, with ground truth."""
     from mepipe.synth.appearance import SynthError
-    from mepipe.synth.generate import SynthOptions, synthesize
-
-    from mepipe.datasets.errors import DatasetError
-    from mepipe.datasets.layouts import get_layout
+    from mepipe.synth.generate import SynthOptions, check_layout, synthesize
 
     try:
-        get_layout(layout)
-    except DatasetError as error:
+        check_layout(layout)
+    except SynthError as error:
         raise click.ClickException(str(error)) from None
     options = SynthOptions(
         layout=layout, out=out if out is not None else Path("cache", "demo", layout), subjects=subjects,
@@ -66,9 +64,9 @@ def synth(layout, out, subjects, clips_per_subject, seed, faces, coding, preview
 
 
 @main.command()
-@click.option("--dataset", required=True, help="casme2, samm, smic, ckplus, oulu, jaffe or mug.")
+@click.option("--dataset", required=True, help="casme2, samm, smic, ckplus, oulu, jaffe, mug, or manifest (any dataset listed in ROOT/manifest.csv).")
 @click.option("--root", required=True, type=click.Path(path_type=Path), help="The dataset's root folder.")
-@click.option("--sheet", type=click.Path(path_type=Path), default=None, help="Annotation sheet (default: found in the root).")
+@click.option("--sheet", type=click.Path(path_type=Path), default=None, help="Annotation sheet, or a manifest's csv (default: found in the root).")
 @click.option("--strict", is_flag=True, help="Warnings fail too: exit 1 on any problem.")
 @click.option("--decode", is_flag=True, help="Also decode every frame file; each bad one is an error.")
 @click.option("--workers", type=int, default=None, help="Threads for --decode  [default: CPU cores]")
@@ -78,6 +76,10 @@ def verify(dataset, root, sheet, strict, decode, workers) -> None:
     from mepipe.datasets.verify import verification_report, verify_dataset
 
     options = {"sheet": sheet} if sheet is not None else {}
+    if dataset == "manifest":  # the adapter decodes nothing: a video's frames are counted here
+        from mepipe.pipeline.video import video_length
+
+        options["video_length"] = video_length
     try:
         result = verify_dataset(dataset, root, **options)
     except DatasetError as error:
@@ -93,8 +95,10 @@ def verify(dataset, root, sheet, strict, decode, workers) -> None:
 
 
 @main.command()
-@click.option("--dataset", required=True, help="casme2, samm, smic, ckplus, oulu, jaffe, mug, or demo (the built-in synthetic set).")
+@click.option("--dataset", required=True,
+              help="casme2, samm, smic, ckplus, oulu, jaffe, mug, manifest (any dataset listed in ROOT/manifest.csv), or demo (the built-in synthetic set).")
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="The dataset's root folder (demo: where the synthetic set is made).")
+@click.option("--sheet", type=click.Path(path_type=Path), default=None, help="Annotation sheet, or a manifest's csv (default: found in the root).")
 @click.option("--store", type=click.Path(path_type=Path), default=None, help="Zarr store  [default: $MEPIPE_STORE or cache/mepipe.zarr]")
 @click.option("--artifacts", default=None, help="Comma-separated artifacts (what they need is added)  [default: all that apply]")
 @click.option("--for", "for_models", default=None, metavar="MODELS",
@@ -107,7 +111,7 @@ def verify(dataset, root, sheet, strict, decode, workers) -> None:
 @click.option("--strict", is_flag=True, help="Exit non-zero when any sample failed.")
 @click.option("--wait", is_flag=True, help="When another build is writing the same dataset group, wait for it to end.")
 @click.option("--retry-failed", is_flag=True, help="Retry every recorded failure (by default only those whose frame files changed).")
-def build(dataset, root, store, artifacts, for_models, config, params, scheduler, workers, strict, wait, retry_failed) -> None:
+def build(dataset, root, sheet, store, artifacts, for_models, config, params, scheduler, workers, strict, wait, retry_failed) -> None:
     """Build a dataset's aligned faces and features into the Zarr store (only what is missing or stale)."""
     from mepipe.pipeline.build import DATASETS, BuildError, BuildOptions, build as run_build
     from mepipe.pipeline.report import build_table
@@ -121,7 +125,7 @@ def build(dataset, root, store, artifacts, for_models, config, params, scheduler
             targets = build_targets(for_models.split(","), "casme2" if dataset == "demo" else dataset)
         except OptionError as error:
             raise click.ClickException(str(error)) from None
-    options = BuildOptions(dataset=dataset, root=root, store=store, artifacts=names, config=config, params=params,
+    options = BuildOptions(dataset=dataset, root=root, sheet=sheet, store=store, artifacts=names, config=config, params=params,
                            scheduler=scheduler, workers=workers, wait=wait, retry_failed=retry_failed, targets=targets)
     click.echo(f"mepipe build: {dataset} -> {store or 'the default store'}", err=True)
     try:
@@ -202,7 +206,11 @@ def show(sample, artifact, out, store, variant) -> None:
 @click.option("--variant", default=None, metavar="NAME",
               help="Read this input variant instead of the model's own (e.g. 224-gray-eyes-zero, or default: the "
                    "dataset group's own); recorded as a deviation  [default: the model's, built by --for MODEL]")
-def train(model, dataset, protocol, store, seeds, folds, settings, device, out, name, variant) -> None:
+@click.option("--final", is_flag=True, help="Also train one model on every subject (first seed, same settings): "
+                                             "what mepipe predict applies to new clips.")
+@click.option("--checkpoints", type=click.Choice(["all", "first-seed", "none"]), default="first-seed", show_default=True,
+              help="Which seeds' fold models to keep in RUN/checkpoints (mepipe predict --fold).")
+def train(model, dataset, protocol, store, seeds, folds, settings, device, out, name, variant, final, checkpoints) -> None:
     """Train a model leave-one-subject-out over a protocol's folds; write a run directory."""
     from mepipe.models.loso import RunError, RunOptions, train_run
     from mepipe.models.recipes import OptionError
@@ -211,7 +219,8 @@ def train(model, dataset, protocol, store, seeds, folds, settings, device, out, 
     try:
         options = RunOptions(model=model, dataset=dataset, protocol=protocol, store=store, seeds=_integers(seeds, "--seeds"),
                              out=out, device=device, folds=_integers(folds, "--folds") if folds else None,
-                             settings=tuple(settings), name=name, variant=variant)
+                             settings=tuple(settings), name=name, variant=variant, final=final,
+                             checkpoints=checkpoints)
         result = train_run(options, log=lambda text: click.echo(f"  {text}", err=True))
     except (RunError, OptionError, StoreError, ValueError) as error:
         raise click.ClickException(str(error)) from None
@@ -230,6 +239,51 @@ def evaluate(run) -> None:
     except RunError as error:
         raise click.ClickException(str(error)) from None
     click.echo(result.markdown)
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--video", type=click.Path(path_type=Path), default=None, help="A video file (mp4, avi, mov, mkv ...).")
+@click.option("--frames", type=click.Path(path_type=Path), default=None,
+              help="A folder of frame images (sorted by the number in their names).")
+@click.option("--onset", type=int, default=None, help="0-based position of the onset frame in the decoded clip  [default: 0]")
+@click.option("--apex", type=int, default=None, help="0-based position of the apex  [default: spotted, the largest facial motion]")
+@click.option("--offset", type=int, default=None, help="0-based position of the offset  [default: the last frame]")
+@click.option("--fold", default=None, metavar="SUBJECT", help="Use the model of the fold that tested SUBJECT (sub01 or "
+                                                              "casme2/sub01)  [default: the final model, train --final]")
+@click.option("--seed", type=int, default=None, help="With --fold: the seed's model  [default: the first kept]")
+@click.option("--fps", type=float, default=None, help="Frame rate  [default: the video's, else the training dataset's]")
+@click.option("--action-units", default=None, metavar="AUS", help="The clip's FACS action units, e.g. 4+12 (CVA reads them).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, auto ...")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the text.")
+@click.option("--picture", type=click.Path(path_type=Path), default=None,
+              help="Write a PNG of the aligned onset and apex, the model's input and the scores.")
+def predict(run, video, frames, onset, apex, offset, fold, seed, fps, action_units, device, as_json, picture) -> None:
+    """Recognise the micro-expression of one clip with a trained run (RUN: its directory).
+
+    The clip (--video FILE or --frames FOLDER) goes through the build's face stage and artifacts
+    with the run's parameters, then the run's final model (or, with --fold, one fold's). Onset,
+    apex and offset are 0-based positions in the decoded clip: a folder's frames sorted by the
+    number in their names, a video's frames in decoding order. Without --apex the apex is
+    spotted; without --onset/--offset the whole clip is used.
+    """
+    import json
+
+    from mepipe.models.predict import PredictError, predict_clip
+
+    try:
+        result = predict_clip(run, video=video, frames=frames, onset=onset, apex=apex, offset=offset, fold=fold,
+                              seed=seed, fps=fps, action_units=action_units, device=device)
+        if picture is not None:
+            result.picture(picture)
+    except PredictError as error:
+        raise click.ClickException(str(error)) from None
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(result.text())
+        if picture is not None:
+            click.echo(f"  picture: {picture}")
 
 
 def _integers(text: str, option: str) -> tuple[int, ...]:
