@@ -130,6 +130,25 @@ def test_train_runs_loso_on_the_manifest(tree, store, tmp_path):
     assert [name[len("score_"):] for name in predictions[0] if name.startswith("score_")] == ["disgust", "happiness", "repression"]
 
 
+def test_a_clip_whose_frame_rate_changed_is_recomputed_and_only_it(tree, store, tmp_path):
+    """The magnification filters in Hz: a clip's rate is an input of its sample, like its onset."""
+    root, path = tmp_path / "tree", tmp_path / "store.zarr"
+    shutil.copytree(tree, root)
+    shutil.copytree(store, path)
+    rows = _manifest_rows(root)
+    rows[1]["fps"] = "100"
+    with open(root / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = build(BuildOptions("manifest", root=root, store=path, scheduler="threads", workers=1, params=SIZE,
+                                 artifacts=("flow", "strain")))
+    assert not summary.failures
+    assert summary.counts["face"].computed == 1 and summary.counts["face"].reused == 3
+    group = zarr.open_group(str(path / "manifest"), mode="r")
+    assert list(group["fps"][:]) == [200.0, 100.0, 200.0, 200.0]
+
+
 # --------------------------------------------------------------------------------------------
 # a video clip and the same clip as a frame folder
 
@@ -356,3 +375,11 @@ def test_synth_refuses_an_unknown_layout_in_one_line():
     result = CliRunner().invoke(main, ["synth", "--layout", "manifests"])
     assert result.exit_code == 1
     assert result.output.strip() == "Error: unknown layout 'manifests'; choose one of: casme2, samm, smic, ckplus, manifest"
+
+
+def test_for_models_builds_their_variants_of_a_manifest():
+    from mepipe.models.recipes import build_targets
+
+    targets = build_targets(["ststnet", "cropnet"], "manifest")
+    assert [target.readers for target in targets] == [("ststnet",), ("cropnet",)]
+    assert targets[1].variant.name == "320-rgb-eyes-kept" and "residual" in targets[1].artifacts

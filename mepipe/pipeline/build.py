@@ -222,8 +222,8 @@ def _plans(options: BuildOptions, adapter: str, params: dict) -> list[_Plan]:
 def _build_group(options, store, store_path, group_name, adapter, root, samples, plans, lock, remote, progress,
                  started, notes) -> BuildSummary:
     """The part of a build that writes the group; runs while this build holds the group's lock."""
-    rows = [_row(group_name, sample, root) for sample in samples]
     fps = _group_fps(adapter, samples)
+    rows = [_row(group_name, sample, root, fps) for sample in samples]
     meta = dict(adapter=adapter, source_root=root.resolve(), fps=fps, rows=rows)
     update = prepare_group(store, group_name, **meta)
     dataset_group = update.group
@@ -438,7 +438,7 @@ def _artifacts(names, adapter: str) -> tuple[str, ...]:
     return wanted
 
 
-def _row(group: str, sample, root: Path) -> dict:
+def _row(group: str, sample, root: Path, fps: float) -> dict:
     # the clip's frame folder, or its video file, relative to the root where it lies inside it
     clip_path = sample.video or Path(sample.frames[0]).parent
     try:
@@ -451,6 +451,7 @@ def _row(group: str, sample, root: Path) -> dict:
         "onset": sample.onset, "apex": sample.apex, "offset": sample.offset, "n_frames": sample.n_frames,
         "onset_frame": _or_minus_one(sample.onset_frame), "apex_frame": _or_minus_one(sample.apex_frame),
         "offset_frame": _or_minus_one(sample.offset_frame), "aus": sample.action_units.numbers,
+        "fps": float(sample.fps or fps),  # the rate its task is given: a change recomputes the sample
     }
 
 

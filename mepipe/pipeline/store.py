@@ -52,6 +52,10 @@ META_TEXT = ("sample_id", "subject", "clip", "emotion", "action_units", "apex_so
 META_INT = ("onset", "apex", "offset", "n_frames", "onset_frame", "apex_frame", "offset_frame")
 #: Per-sample values that, when they change, invalidate everything computed for the sample.
 INPUT_FIELDS = ("onset", "apex", "offset", "n_frames", "source")
+#: The clip's frame rate (frames per second; a manifest's clips each have one): an input of the
+#: magnification. Compared like INPUT_FIELDS, but only where stored: a store made before it was
+#: recorded keeps its results (they were computed with the group's rate, which is the rate).
+RATE_FIELD = "fps"
 
 QC_FLOAT = ("detector_score", "inter_ocular_px", "roll_degrees", "head_motion_px", "residual_motion_px", "eye_aspect_ratio")
 QC_TEXT = ("status", "fallback", "failures")
@@ -194,10 +198,14 @@ def prepare_group(root: zarr.Group, name: str, *, adapter: str, source_root: Pat
     else:
         # a field missing or short (a build killed while it wrote them) counts as changed
         stored = {field: group[field][:] if field in group else np.zeros(0) for field in INPUT_FIELDS}
+        compared = INPUT_FIELDS
+        if RATE_FIELD in group:
+            stored[RATE_FIELD] = group[RATE_FIELD][:]
+            compared = (*INPUT_FIELDS, RATE_FIELD)
         for index, sample_id in enumerate(stored_ids):
             row = by_id.get(sample_id)
             if row is not None and was_in[index] and any(
-                    index >= len(stored[field]) or str(stored[field][index]) != str(row[field]) for field in INPUT_FIELDS):
+                    index >= len(stored[field]) or str(stored[field][index]) != str(row[field]) for field in compared):
                 changed.append(index)
     # per-sample arrays first, metadata last: a build killed in between finds the old sample list
     # and repeats the same resize
@@ -257,6 +265,7 @@ def _stored_row(group: zarr.Group, index: int) -> dict:
 
     row = {field: value(field, "", str) for field in META_TEXT}
     row.update({field: value(field, -1, int) for field in META_INT})
+    row[RATE_FIELD] = value(RATE_FIELD, 0.0, float)
     numbers = group["au"][:] if "au" in group else np.zeros(0, np.int32)
     coded = group["aus"][index] if "aus" in group and index < group["aus"].shape[0] and group["aus"].shape[1] == len(numbers) else ()
     row["aus"] = tuple(int(number) for number, present in zip(numbers, coded) if present)
@@ -272,6 +281,8 @@ def _write_meta(group: zarr.Group, rows: Sequence[dict]) -> None:
             _whole_array(group, field, np.array([str(row[field]) for row in rows], dtype=object), str)
     for field in META_INT:
         _whole_array(group, field, np.array([row[field] for row in rows], dtype=np.int32), "int32")
+    # float64: its text equals the Python float's, which is how a rebuild compares it
+    _whole_array(group, RATE_FIELD, np.array([float(row.get(RATE_FIELD, 0.0)) for row in rows], np.float64), "float64")
     numbers = sorted({unit for row in rows for unit in row["aus"]})
     matrix = np.zeros((n, len(numbers)), np.uint8)
     for index, row in enumerate(rows):

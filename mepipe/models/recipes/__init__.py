@@ -53,7 +53,7 @@ def build_targets(names: Sequence[str], adapter: str) -> tuple:
     :class:`~mepipe.pipeline.variants.Target` per model that reads it (``all``: every model, and
     the variant of a build without ``--for``). A model that does not read the dataset (CropNet on
     CK+) is an error when named, skipped under ``all``."""
-    from mepipe.pipeline.artifacts import DEFAULT_ARTIFACTS
+    from mepipe.pipeline.artifacts import DEFAULT_ARTIFACTS, MICRO
     from mepipe.pipeline.load import ARRAY_ARTIFACT, RAGGED_ARTIFACT
     from mepipe.pipeline.variants import Target
 
@@ -66,7 +66,7 @@ def build_targets(names: Sequence[str], adapter: str) -> tuple:
     unknown = [name for name in wanted if name not in RECIPES]
     if unknown:
         raise OptionError(f"--for: unknown model {unknown[0]!r}; models: {', '.join(RECIPES)}, or all")
-    micro = adapter in ("casme2", "samm", "smic")
+    micro = adapter in MICRO  # the micro-expression sets, a manifest's included
     targets = [Target(None, None, ())] if everything else []
     for name in wanted:
         spec = model_inputs(name)
