@@ -90,7 +90,7 @@ def checkpoint_table(work: Path, repeats: int) -> list[str]:
         parameters = sum(p.numel() for p in checkpoint.trained.network.parameters())
         size = (run / CHECKPOINTS / "final.pt").stat().st_size
         lines.append(f"| {model} | {model_inputs(model).variant.name} | {parameters:,} | "
-                     f"{size / 1e6:.1f} MB | {statistics.median(times):.2f} s |")
+                     + (f"{size / 1e6:.1f} MB | " if size >= 100_000 else f"{size / 1e3:.1f} kB | ") + f"{statistics.median(times):.2f} s |")
         print(lines[-1], flush=True)
     return lines
 
