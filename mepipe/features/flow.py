@@ -61,6 +61,11 @@ Iteration budget of the torch backend
     an image whose warp has converged is frozen (its flow and dual variables stop changing) until
     the next warp, as OpenCV's would be. The two backends thus run the same iterations on every
     warp that OpenCV finishes within ``torch_iterations``; past that the torch backend stops early.
+    Outside the iterations a call waits on the GPU only where it must: floating-point input is
+    range-checked (two values read back per image stack), numpy output is copied back, and the
+    first call at a new image size copies its resize matrices to the device (cached after that).
+    A call on uint8 CUDA tensors at a size seen before makes no host synchronisation at all
+    (``benchmarks/gpu_check.py`` counts them with ``torch.cuda.set_sync_debug_mode``).
 
 Differences between the torch backend and OpenCV (all deliberate)
     - Warps sample I1 at the exact flow positions; OpenCV's ``remap`` rounds them to 1/32 px.
@@ -360,10 +365,20 @@ def _linear_resize_matrix(n_in: int, n_out: int, scale: float | None) -> np.ndar
     return matrix
 
 
+@functools.lru_cache(maxsize=128)
+def _resize_matrix_on(n_in: int, n_out: int, scale: float | None, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`_linear_resize_matrix` as a tensor on ``device``, made once per (size, device, dtype).
+
+    Copying a host array to a GPU waits for the GPU (a host synchronisation: pageable memory);
+    cached, a call of :func:`tvl1_batch` at a size seen before makes no such copy.
+    """
+    return torch.from_numpy(_linear_resize_matrix(n_in, n_out, scale)).to(device=device, dtype=dtype)
+
+
 def _resize(image: torch.Tensor, size: tuple[int, int], scale: float | None = None) -> torch.Tensor:
     """(B, C, h, w) -> (B, C, *size) bilinear, as ``cv::resize(..., INTER_LINEAR)`` (separable)."""
-    rows = torch.from_numpy(_linear_resize_matrix(image.shape[-2], size[0], scale)).to(image)
-    cols = torch.from_numpy(_linear_resize_matrix(image.shape[-1], size[1], scale)).to(image)
+    rows = _resize_matrix_on(image.shape[-2], size[0], scale, image.device, image.dtype)
+    cols = _resize_matrix_on(image.shape[-1], size[1], scale, image.device, image.dtype)
     return rows @ image @ cols.T
 
 
