@@ -152,3 +152,14 @@ def test_a_checkpoint_whose_file_changed_is_refused(ststnet_run, tmp_path, sampl
     weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
     result = _predict(copy, "--frames", samples[0].frames[0].parent)
     assert result.exit_code == 1 and "does not match the sha256" in result.output
+
+
+def test_frame_files_are_ordered_by_the_number_in_their_names(tmp_path):
+    from mepipe.models.predict import PredictError, frame_files
+
+    for name in ("img10.jpg", "img2.jpg", "img1.png", ".img3.jpg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [path.name for path in frame_files(tmp_path)] == ["img1.png", "img2.jpg", "img10.jpg"]
+    (tmp_path / "frame10.jpg").write_bytes(b"")
+    with pytest.raises(PredictError, match="frame number 10 is in more than one file name"):
+        frame_files(tmp_path)

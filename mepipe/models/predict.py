@@ -12,7 +12,6 @@ of a folder sorted by the number in their names, the frames of a video in decodi
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mepipe.datasets.manifest import IMAGE_SUFFIXES, frame_number_of
 from mepipe.models.checkpoint import CheckpointError, load_checkpoint, run_checkpoints
-
-#: Image files a frame folder may hold (any format the frame reader checks and decodes).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".jp2")
 
 
 class PredictError(ValueError):
@@ -144,23 +141,24 @@ def decode_clip(video: str | Path | None = None, frames: str | Path | None = Non
 
 
 def frame_files(folder: str | Path) -> list[Path]:
-    """The image files of ``folder`` in time order: by the last number in each name (``img46.jpg``
-    is 46), by name when no file has a number."""
+    """The image files of ``folder`` in time order, numbered as a manifest's frame folders are
+    (``datasets.manifest``): by the last run of digits in each name (``img46.jpg`` is 46); by name
+    when no file has a number. Hidden files are not frames."""
     folder = Path(folder)
     if not folder.is_dir():
         raise PredictError(f"--frames {folder}: " + ("is a file, not a folder of frames (a video? use --video)"
                                                      if folder.exists() else "does not exist"))
-    files = [path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES]
+    files = [path for path in folder.iterdir()
+             if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise PredictError(f"--frames {folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
-    numbers = {path: re.findall(r"\d+", path.stem) for path in files}
-    if all(numbers.values()):
-        keyed = {path: int(found[-1]) for path, found in numbers.items()}
-        if len(set(keyed.values())) == len(keyed):
-            return sorted(files, key=keyed.__getitem__)
-        repeated = sorted(number for number in set(keyed.values()) if list(keyed.values()).count(number) > 1)
-        raise PredictError(f"--frames {folder}: frame number {repeated[0]} is in more than one file name")
-    return sorted(files)
+    numbers = {path: frame_number_of(path.name) for path in files}
+    if any(number is None for number in numbers.values()):
+        return sorted(files)
+    if len(set(numbers.values())) < len(numbers):
+        repeated = min(number for number in numbers.values() if list(numbers.values()).count(number) > 1)
+        raise PredictError(f"--frames {folder}: frame number {repeated} is in more than one file name")
+    return sorted(files, key=numbers.__getitem__)
 
 
 def resolve_positions(count: int, onset: int | None, apex: int | None, offset: int | None) -> tuple[int, int | None, int, list[str]]:
