@@ -25,11 +25,12 @@ def demo_set(tmp_path_factory):
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory):
     """A tiny synthetic composite (casme2, samm, smic of ``trees.COMPOSITE_CODING``) with every
-    artifact the models read, at 48 px, built once per session for the models' tests."""
+    artifact the models read, at 48 px, and a 3 x 3 CK+ (faces: MobileViT's macro-expression
+    transfer), built once per session for the models' and the training tests."""
     from trees import composite_store
 
     return composite_store(tmp_path_factory.mktemp("models"), ("flow", "strain", "residual", "dynamic", "magnified_flow"),
-                           size=48)
+                           size=48, macro=True)
 
 
 @pytest.fixture(scope="session")

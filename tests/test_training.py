@@ -26,12 +26,12 @@ from mepipe.models.recipes.ststnet import STSTNetOptions
 from mepipe.models.training import (Inputs, TrainConfig, balanced_order, extract_features, fit, predict_logits,
                                     random_spatial, resolve_device, subject_split)
 from mepipe.pipeline.load import load
-from trees import composite_store
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return composite_store(tmp_path_factory.mktemp("training"), ("flow", "strain"), size=48, macro=True)
+def store(model_store):
+    """The session's composite with its CK+ group (one build for the models' and these tests)."""
+    return model_store
 
 
 # ---------------------------------------------------------------- the loop's pieces
@@ -290,10 +290,10 @@ def test_mobilevit_ablations_run_without_transfer_and_without_svm(store, tmp_pat
 
 
 def test_mobilevit_transfer_without_a_macro_group_says_what_to_build(model_store, tmp_path):
-    # the models' session store holds the composite's micro groups only
-    with pytest.raises(OptionError, match=r"needs a macro-expression group .*--for mobilevit.*transfer=false"):
+    # the session store holds CK+ but no MUG: the transfer asked from MUG alone finds no group
+    with pytest.raises(OptionError, match=r"needs a macro-expression group \(mug\).*--for mobilevit.*transfer=false"):
         train_run(RunOptions("mobilevit", "composite", "3class", variant="default", store=model_store, seeds=(0,), folds=(0,),
-                             out=tmp_path / "runs", settings=("size=32",)))
+                             out=tmp_path / "runs", settings=("size=32", "macro=mug")))
 
 
 @pytest.mark.parametrize("arguments, expected", [

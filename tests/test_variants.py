@@ -348,7 +348,7 @@ def test_a_gray_dataset_gives_a_colour_model_its_gray_channel_three_times(tmp_pa
     from mepipe.pipeline.build import BuildOptions, build
     from mepipe.synth.generate import SynthOptions, synthesize
 
-    root = synthesize(SynthOptions(layout="samm", out=tmp_path / "samm", subjects=1, clips_per_subject=2, workers=1)).root
+    root = synthesize(SynthOptions(layout="samm", out=tmp_path / "samm", subjects=1, clips_per_subject=1, workers=1)).root
     store = tmp_path / "store.zarr"
     summary = build(BuildOptions("samm", root=root, store=store, scheduler="threads", workers=2,
                                  targets=build_targets(["cropnet"], "samm")))
