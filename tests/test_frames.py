@@ -167,11 +167,10 @@ def test_an_empty_clip_is_an_error():
 
 
 @pytest.fixture(scope="module")
-def casme2_tree(tmp_path_factory) -> Path:
-    """A synthetic CASME II tree: 2 subjects x 3 clips of 640x480 JPEG."""
-    root = tmp_path_factory.mktemp("frames") / "casme2"
-    synthesize(SynthOptions(layout="casme2", out=root, subjects=2, clips_per_subject=3, workers=1))
-    return root
+def casme2_tree(tiny) -> Path:
+    """The session's synthetic CASME II tree: 2 subjects x 3 clips of 640x480 JPEG (tests that
+    damage frames damage a copy)."""
+    return tiny
 
 
 def _frames_of(clip: Path) -> list[Path]:

@@ -8,14 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 from mepipe.cli import main
-from mepipe.synth.generate import SynthOptions, synthesize
 
 
 @pytest.fixture(scope="module")
-def synthetic_casme2(tmp_path_factory):
-    root = tmp_path_factory.mktemp("verify") / "casme2"
-    synthesize(SynthOptions(layout="casme2", out=root, subjects=2, clips_per_subject=3, workers=1))
-    return root
+def synthetic_casme2(tiny):
+    """The session's tiny CASME II tree (2 subjects x 3 clips); tests that change it change a copy."""
+    return tiny
 
 
 def test_clean_tree_exits_0(synthetic_casme2):
