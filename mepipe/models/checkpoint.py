@@ -90,7 +90,7 @@ def save_checkpoint(directory: Path, stem: str, recipe, options, trained, meta: 
         "file": weights.name, "sha256": file_sha256(weights), "bytes": weights.stat().st_size,
         "mepipe": __version__, "torch": torch.__version__,
     }
-    (directory / f"{stem}.json").write_text(json.dumps(record, indent=2, default=_plain) + "\n")
+    (directory / f"{stem}.json").write_text(json.dumps(record, indent=2, default=json_default) + "\n")
     return record
 
 
@@ -185,7 +185,8 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _plain(value):
+def json_default(value):
+    """``json.dumps``' ``default``: numpy scalars and arrays, paths."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from mepipe import __version__
-from mepipe.models.checkpoint import CHECKPOINTS, KEEP_CHOICES, checkpoint_stem, save_checkpoint
+from mepipe.models.checkpoint import CHECKPOINTS, KEEP_CHOICES, checkpoint_stem, json_default, save_checkpoint
 from mepipe.models.metrics import Scores, score_by_dataset, summarise
 from mepipe.models.plots import confusion_figure, curves_figure, scores_markdown
 from mepipe.models.recipes import FoldData, OptionError, RunContext, apply_settings, get_recipe, options_dict
@@ -397,17 +397,7 @@ def _write_predictions(path: Path, rows: list[dict], classes: Sequence[str]) -> 
 
 
 def _write_json(path: Path, value) -> None:
-    path.write_text(json.dumps(value, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+    path.write_text(json.dumps(value, indent=2, default=json_default) + "\n")
 
 
 __all__ = ["RunOptions", "RunResult", "RunError", "OptionError", "train_run", "evaluate_run", "time_per_sample"]
