@@ -163,10 +163,10 @@ class Recipe(ABC):
     def train_fold(self, context: RunContext, options, prepared, fold: FoldData, seed: int) -> FoldOutput:
         """Train on ``fold``'s training samples and predict its test samples."""
 
+    @abstractmethod
     def network(self, options, num_classes: int, **shape) -> nn.Module:
         """A new (untrained) network at ``options`` and ``shape`` (``TrainedModel.shape``): what
         a checkpoint's weights are loaded into. The recipe's ``train_fold`` builds its network here."""
-        raise NotImplementedError(f"{self.name} has no network to rebuild")
 
 
 # ---------------------------------------------------------------- shared pieces
