@@ -163,3 +163,15 @@ def test_frame_files_are_ordered_by_the_number_in_their_names(tmp_path):
     (tmp_path / "frame10.jpg").write_bytes(b"")
     with pytest.raises(PredictError, match="frame number 10 is in more than one file name"):
         frame_files(tmp_path)
+
+
+def test_only_the_checkpoints_the_run_lists_are_its_models(ststnet_run, tmp_path, samples):
+    """A run that reused a directory by --name may leave an earlier run's files: they are not offered."""
+    run, _ = ststnet_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["checkpoints"]["files"] = [name for name in config["checkpoints"]["files"] if "fold01" not in name]
+    (copy / "config.json").write_text(json.dumps(config))
+    result = _predict(copy, "--frames", samples[0].frames[0].parent, "--fold", "sub02")
+    assert result.exit_code == 1 and "has no model of a fold testing 'sub02'; folds kept: sub01" in result.output

@@ -150,15 +150,26 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
 
 
 def run_checkpoints(run: str | Path) -> list[dict]:
-    """The records of every checkpoint of run directory ``run`` (empty when it has none)."""
-    folder = Path(run) / CHECKPOINTS
+    """The records of the checkpoints run directory ``run``'s last run kept (empty when none).
+
+    Only the files its ``config.json`` lists count: a run that reused a directory by ``--name``
+    may leave an earlier run's checkpoints beside its own, and those are not its models. A run
+    that stopped before it ended lists none.
+    """
+    run = Path(run)
+    folder = run / CHECKPOINTS
+    try:
+        listed = set(json.loads((run / "config.json").read_text()).get("checkpoints", {}).get("files", []))
+    except (OSError, ValueError, AttributeError):
+        return []
     records = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(record, dict) and record.get("format") == FORMAT:
+        if (isinstance(record, dict) and record.get("format") == FORMAT
+                and f"{CHECKPOINTS}/{record.get('file')}" in listed):
             records.append({**record, "path": str(path)})
     return records
 
