@@ -242,6 +242,19 @@ def test_one_fold_through_the_recipe_and_option_errors(model_store, tmp_path):
     with open(result.directory / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 and all(np.isfinite(float(row["score_negative"])) for row in rows)  # casme2/sub01
+    # mepipe predict of a test clip: CVA's AUs must be given, and then it predicts as the fold did
+    from mepipe.datasets.adapters import read_dataset
+    from mepipe.models.predict import PredictError, predict_clip
+
+    sample = next(s for s in read_dataset("casme2", model_store.parent / "casme2").samples
+                  if f"casme2/{s.subject}/{s.clip}" == rows[0]["sample_id"])
+    where = dict(frames=sample.frames[0].parent, onset=sample.onset, apex=sample.apex, offset=sample.offset,
+                 fold="casme2/sub01")
+    with pytest.raises(PredictError, match="CVA reads the clip's FACS action units beside its frames: give --action-units"):
+        predict_clip(result.directory, **where)
+    answer = predict_clip(result.directory, action_units=str(sample.action_units), **where)
+    assert answer.predicted == rows[0]["predicted_class"]
+    assert all(abs(answer.scores[name] - float(rows[0][f"score_{name}"])) < 1e-4 for name in answer.scores)
     history = json.loads((result.directory / "history.json").read_text())[0]["folds"][0]
     assert len(history["train_loss"]) == 2 and history["notes"]["parameters"] > 0
     config = json.loads((result.directory / "config.json").read_text())
