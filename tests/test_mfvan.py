@@ -1,6 +1,8 @@
 """MFVAN (mepipe.models.mfvan and its recipe): block shapes at the paper's 224 px, the parameter
-count, what each scale reads (identity removed or not), the attention masking, the losses of
-eq. (9)-(11), a few training steps, and one LOSO fold through the real recipe with each ablation."""
+count, what each scale reads (identity removed or not), that the default (the paper's student
+identity image) never reads the onset to predict, the attention masking, the losses of
+eq. (9)-(11) with the teacher-to-student term of section 3.1, a few training steps, and one LOSO
+fold through the real recipe with each ablation."""
 
 import json
 
@@ -12,7 +14,8 @@ import torch.nn.functional as F
 from checkpoints import assert_checkpoints_reproduce
 
 from mepipe.models.loso import RunOptions, train_run
-from mepipe.models.mfvan import (MFVAN, ScaleTransformer, focal_loss,
+from mepipe.models.checkpoint import load_checkpoint, run_checkpoints
+from mepipe.models.mfvan import (MFVAN, ScaleTransformer, distillation_loss, focal_loss,
                                  mask_loss, mfvan)
 from mepipe.models.recipes import OptionError, apply_settings
 from mepipe.models.recipes.mfvan import MFVANOptions, MFVANRecipe, class_weights, mfvan_criterion
@@ -20,8 +23,10 @@ from mepipe.pipeline.load import load
 
 #: Our configuration at the paper's 224 px input (the paper gives no parameter count).
 PARAMS = 6_532_944
-#: Without the teacher and the student's decoder, which only train (identity_source="onset").
-INFERENCE_PARAMS = 6_151_406
+#: Without the teacher, which only trains (the default identity_source="student").
+INFERENCE_PARAMS = 6_184_751
+#: identity_source="onset": the student's decoder only trains too.
+ONSET_INFERENCE_PARAMS = 6_151_406
 
 TINY = dict(image_size=24, tokens_per_side=3, dim=16, depth=1, heads=2, width=4, teacher_blocks=1, dropout=0.0)
 TINY_SETTINGS = ("size=24", "tokens_per_side=3", "dim=16", "depth=1", "heads=2", "width=4", "teacher_blocks=1",
@@ -58,9 +63,10 @@ def test_parameter_count_of_our_configuration():
     assert _count(model) == PARAMS, f"{_count(model):,}"
     assert model.inference_parameters() == INFERENCE_PARAMS, f"{model.inference_parameters():,}"
     assert _count(model.removal.teacher) == 348_193 and _count(model.removal.student) == 52_257
-    # the literal reading reconstructs the onset at inference: the student's decoder is used
-    literal = mfvan(identity_source="student")
-    assert literal.inference_parameters() - INFERENCE_PARAMS == _count(literal.removal.student.decoder)
+    # the default reconstructs the onset at inference: the student's decoder is used; the true onset is not
+    onset = mfvan(identity_source="onset")
+    assert onset.inference_parameters() == ONSET_INFERENCE_PARAMS
+    assert INFERENCE_PARAMS - ONSET_INFERENCE_PARAMS == _count(onset.removal.student.decoder)
 
 
 def test_each_scale_reads_the_change_or_the_apex_as_the_switches_say():
@@ -68,12 +74,12 @@ def test_each_scale_reads_the_change_or_the_apex_as_the_switches_say():
     faces = torch.rand(3, 2, 24, 24)
     onset, apex = faces[:, :1], faces[:, 1:]
     with torch.no_grad():
-        removed = MFVAN(**TINY).eval()
+        removed = MFVAN(**TINY, identity_source="onset").eval()
         maps, _ = removed.scale_maps(faces)
         student = removed.removal.student
         assert torch.equal(maps[0], apex - onset)
         assert torch.allclose(maps[2], student.encode(apex)[1] - student.encode(onset)[1])
-        literal = MFVAN(**TINY, identity_source="student").eval()
+        literal = MFVAN(**TINY).eval()  # the default: the student's identity image
         literal.load_state_dict(removed.state_dict())
         maps, recon = literal.scale_maps(faces)
         assert torch.allclose(maps[0], apex - literal.removal.student(apex))
@@ -87,6 +93,55 @@ def test_each_scale_reads_the_change_or_the_apex_as_the_switches_say():
         assert not torch.allclose(removed(faces), removed(other_onset))
         assert torch.equal(plain(faces), plain(other_onset))
         assert torch.equal(literal(faces), literal(other_onset))
+
+
+def test_the_default_prediction_reads_the_apex_only_and_the_true_onset_option_reads_the_onset():
+    torch.manual_seed(0)
+    faces = torch.rand(3, 2, 24, 24)
+    apex = faces[:, 1:]
+    other = torch.cat([torch.rand(3, 1, 24, 24), apex], dim=1)
+    unreadable = torch.cat([torch.full((3, 1, 24, 24), float("nan")), apex], dim=1)
+    default = MFVAN(**TINY).eval()
+    assert default.identity_source == "student"
+    assert MFVANRecipe().network(apply_settings(MFVANOptions(), TINY_SETTINGS), 3).identity_source == "student"
+    true_onset = MFVAN(**TINY, identity_source="onset").eval()
+    true_onset.load_state_dict(default.state_dict())
+    with torch.no_grad():
+        expected = default.forward_outputs(faces)
+        for changed in (other, unreadable):  # a NaN anywhere the onset were read would reach the logits
+            outputs = default.forward_outputs(changed)
+            assert torch.equal(outputs["logits"], expected["logits"])
+            assert torch.equal(outputs["features"], expected["features"])
+        assert not torch.allclose(true_onset(faces), true_onset(other))
+        assert torch.isnan(true_onset(unreadable)).all()
+
+
+def test_the_loss_holds_the_teacher_to_student_term_of_section_3_1():
+    """L_remove + L_distill, L_distill = 1/(N M) sum |x'_onset - x''_onset|^2 with x' the teacher's
+    and x'' the student's onset from the apex: the loss with the term exceeds the loss without it
+    by exactly the term (times its weight), computed here from the two networks directly."""
+    torch.manual_seed(0)
+    model = MFVAN(**TINY).train()  # dropout 0: batch norm on batch statistics, so each pass is the same
+    faces = torch.rand(6, 2, 24, 24)
+    targets = torch.tensor([0, 1, 2, 0, 1, 2])
+    apex = faces[:, 1:]
+    with torch.no_grad():
+        teacher, student = model.removal.teacher(apex), model.removal.student(apex)
+        expected = ((teacher - student) ** 2).sum() / (len(apex) * apex[0].numel())
+        with_term = mfvan_criterion(None, 2.0)(model, faces, targets)[0]
+        without = mfvan_criterion(None, 2.0, distill_weight=0.0)(model, faces, targets)[0]
+        doubled = mfvan_criterion(None, 2.0, distill_weight=2.0)(model, faces, targets)[0]
+    assert expected > 1e-4  # two untrained networks disagree: the check below cannot pass by a zero term
+    assert torch.allclose(with_term - without, expected, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(doubled - without, 2 * expected, rtol=1e-4, atol=1e-7)
+    # a soft target: the term trains the student only (the teacher learns from eq. (2))
+    term = distillation_loss(model.forward_outputs(faces))
+    assert torch.allclose(term, expected, rtol=1e-5)
+    term.backward()
+    assert all(p.grad is None for p in model.removal.teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.removal.student.parameters())
+    with pytest.raises(ValueError, match="training mode"):
+        distillation_loss(model.eval().forward_outputs(faces))
 
 
 def test_fewer_scales_build_fewer_transformers_and_theta_masks_patches():
@@ -156,8 +211,8 @@ def test_a_few_steps_of_the_joint_loss_lower_it_on_a_fixed_batch():
         losses.append(float(loss.detach()))
     assert logits.shape == (8, 3)
     assert losses[-1] < 0.7 * losses[0], losses
-    assert set(terms) == {"remove_teacher", "remove_student", "class_global", "class_scale1", "class_scale2",
-                          "class_scale3", "mask"}
+    assert set(terms) == {"remove_teacher", "remove_student", "remove_distill", "class_global", "class_scale1",
+                          "class_scale2", "class_scale3", "mask"}
     # every module of eq. (9) receives a gradient: teacher and student through L_remove
     assert all(p.grad is not None for p in model.removal.teacher.parameters())
     assert all(p.grad is not None for p in model.transformers[2].parameters())
@@ -184,12 +239,17 @@ def test_one_fold_through_the_recipe_with_each_ablation(model_store, tmp_path):
     assert any("teacher pre-training" in line for line in lines)
     fold = json.loads((result.directory / "history.json").read_text())[0]["folds"][0]
     assert len(fold["notes"]["pretrain_loss"]) == 1 and len(fold["train_loss"]) == 2
-    assert {"remove_teacher", "remove_student", "mask", "class_global"} <= set(fold["notes"]["loss_terms_last_epoch"])
+    assert {"remove_teacher", "remove_student", "remove_distill", "mask",
+            "class_global"} <= set(fold["notes"]["loss_terms_last_epoch"])
+    # the checkpoint records the default apex-only identity image, and predict rebuilds it so
+    checkpoint = load_checkpoint(next(r for r in run_checkpoints(result.directory) if r["fold"] == 0)["path"])
+    assert checkpoint.meta["options"]["identity_source"] == "student" and checkpoint.meta["options"]["distill_weight"] == 1
+    assert checkpoint.trained.network.identity_source == "student"
     config = json.loads((result.directory / "config.json").read_text())
     assert config["inference_ms_per_sample"] > 0 and result.per_seed[0]["overall"].n == 2
     recipe = MFVANRecipe()
     full = recipe.network(apply_settings(MFVANOptions(), TINY_SETTINGS), 3)
-    for setting in ("identity_removal=false", "scales=1", "identity_source=student"):
+    for setting in ("identity_removal=false", "scales=1", "identity_source=onset"):
         result = train_run(RunOptions("mfvan", "composite", "3class", variant="default", store=model_store, seeds=(0,), folds=(0,),
                                       out=tmp_path, settings=TINY_SETTINGS + ("epochs=1", setting)))
         assert result.per_seed[0]["overall"].n == 2

@@ -5,7 +5,8 @@ Front. Neurosci. 17:1216181), in plain PyTorch.
 Input: the ``face`` artifact's (onset, apex) pair, float (B, 2 C, H, W) in 0..1, the onset's C
 channels then the apex's (C = ``in_chans``: 3 for colour, R, G, B, the variant the recipe reads;
 1 for gray, the default), with H = W a multiple of ``4 * tokens_per_side``; we work on 224 x 224
-faces (the paper gives no size). Output: logits
+faces (the paper gives no size). By default (``identity_source="student"``) a prediction reads the
+apex channels only; the onset's are the training target of eq. (2)-(3). Output: logits
 (B, num_classes); :meth:`MFVAN.forward_outputs` gives everything the losses of equation (9) need.
 
 Architecture (feature maps for the default 224 x 224 input, ``tokens_per_side`` s = 14)::
@@ -14,7 +15,8 @@ Architecture (feature maps for the default 224 x 224 input, ``tokens_per_side`` 
       teacher  Conv3x3 /2 C->32, Conv3x3 /2 32->64, 4 residual blocks (64), Deconv x2 64->32, Deconv x2 32->C
                (pre-trained to reconstruct every frame, eq. (1); then maps apex -> onset, eq. (2))
       student  Conv3x3 /2 C->32 (E1: 112 x 112 x 32), Conv3x3 /2 32->64 (E2: 56 x 56 x 64),
-               Deconv x2 64->32, Deconv x2 32->C: maps apex -> onset, eq. (3)
+               Deconv x2 64->32, Deconv x2 32->C: maps apex -> onset, eq. (3), and follows the
+               teacher's onset from the same apex (the soft target of section 3.1, L_distill)
     scales (section 3.2)                                   map              patch   tokens
       1  change image      apex - identity image           224 x 224 x C    16      14 x 14
       2  change features   E1(apex) - E1(identity image)   112 x 112 x 32    8      14 x 14
@@ -33,15 +35,25 @@ Readings chosen where the paper leaves a choice open:
   "identity image") with the student and calls the result "global change features". We read the
   change as the apex *minus* the identity image, at every scale: the image itself and the student
   encoder's two feature maps E1, E2 (the "first and second convolutional feature map scales" of
-  section 4.5). ``identity_source`` picks the identity image at inference: ``"student"`` is the
-  literal reading (the student's reconstruction of the onset from the apex alone; the onset frame
-  is then only the training target), ``"onset"`` uses the sample's own onset frame, the paper's
-  identity image itself ("the onset frame can be considered as an identity image"), with the
-  student's encoder still giving the feature scales. On the synthetic composite the student cannot
-  infer a subject's neutral face from the apex alone on unseen subjects (its apex -> onset error is
-  worse than copying the apex), so ``"onset"`` is the default; see ``docs/models/mfvan.md``.
-  ``identity_removal=False`` (the paper's "Global" vs "Global+RI", Table 3) feeds the apex and
-  E1(apex), E2(apex) unchanged.
+  section 4.5). ``identity_source`` picks the identity image: ``"student"`` (the default, the
+  paper's) is the student's reconstruction of the onset from the apex alone, so a prediction reads
+  the apex frame only and the onset frame is nothing but the training target of eq. (2)-(3);
+  ``"onset"`` (a deviation from the paper) uses the sample's own onset frame, which the paper calls
+  the identity image ("the onset frame can be considered as an identity image"), with the student's
+  encoder still giving the feature scales: an apex-minus-onset network. ``identity_removal=False``
+  (the paper's "Global" vs "Global+RI", Table 3) feeds the apex and E1(apex), E2(apex) unchanged.
+- **The teacher-to-student term** (section 3.1). The paper's teacher "is used as a soft target to
+  guide shallow student networks so that a simpler student model with fewer parameters can have a
+  similar performance as the teacher network", and both are "jointly trained" on "the apex frame
+  input" to "output the onset frame", "optimized by the mean squared error (MSE) loss function of
+  the two models". Its printed eq. (2)-(4) hold only each network's error against the true onset,
+  L_remove = L_teacher + L_student; the soft-target term has no equation of its own. We write it
+  in the form of eq. (2)-(3) with the teacher's output in place of the onset,
+  L_distill = 1/(N M) sum_i sum_j |x'_onset,i,j - x''_onset,i,j|^2 (x' the teacher's and x'' the
+  student's onset from the same apex frame, M pixels x channels), a soft target: the teacher's
+  output is detached, so the term moves the student only and the teacher learns from eq. (2).
+  It joins L_remove with weight 1, the weight eq. (4) and eq. (9) give every term
+  (:func:`distillation_loss`; the recipe's ``distill_weight``, 0 for the printed eq. (4) alone).
 - **Sizes.** The paper gives none: the teacher/student widths above, ``dim`` q = 192 and 3 heads
   (ViT-Tiny, Dosovitskiy et al. 2021, which the paper cites), ``depth`` L = 4, MLP ratio 4, and
   s x s = 14 x 14 tokens at every scale (a 16 x 16 patch of a 224 face, as in ViT) are our choices.
@@ -73,13 +85,15 @@ __all__ = [
     "ScaleTransformer",
     "StudentAutoencoder",
     "TeacherAutoencoder",
+    "distillation_loss",
     "focal_loss",
     "mfvan",
 ]
 
 #: The student encoder halves the map twice: the input side must be a multiple of 4 x tokens_per_side.
 STRIDE = 4
-IDENTITY_SOURCES = ("onset", "student")
+#: What the identity image is: the student's onset from the apex (the paper's), or the true onset frame.
+IDENTITY_SOURCES = ("student", "onset")
 
 
 def _conv_bn_relu(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
@@ -193,10 +207,14 @@ class ScaleTransformer(nn.Module):
 
 class MFVAN(nn.Module):
     """See the module docstring. ``forward(faces)`` -> logits (B, num_classes); ``faces`` (B, 2 C,
-    H, W), C = ``in_chans`` channels per frame (3 colour, 1 gray)."""
+    H, W), C = ``in_chans`` channels per frame (3 colour, 1 gray), the onset's then the apex's.
+
+    With ``identity_source="student"`` (the default, section 3.1) the prediction reads the apex
+    channels only: the onset's are read in training, as the target of eq. (2)-(3), and nowhere
+    else. ``"onset"`` (not the paper's) subtracts the true onset frame instead."""
 
     def __init__(self, num_classes: int = 3, identity_removal: bool = True, scales: int = 3, theta: float = 1.0,
-                 identity_source: str = "onset", image_size: int = 224, tokens_per_side: int = 14, dim: int = 192,
+                 identity_source: str = "student", image_size: int = 224, tokens_per_side: int = 14, dim: int = 192,
                  depth: int = 4, heads: int = 3, mlp_ratio: float = 4.0, width: int = 32, teacher_blocks: int = 4,
                  dropout: float = 0.1, in_chans: int = 1) -> None:
         super().__init__()
@@ -276,8 +294,9 @@ class MFVAN(nn.Module):
         return self.forward_outputs(faces)["logits"]
 
     def inference_parameters(self) -> int:
-        """Parameters used to predict (the teacher and the student's decoder only train, unless the
-        literal reading needs the student's reconstruction)."""
+        """Parameters used to predict: all but the teacher's, which only trains; the student's
+        decoder also only trains where its reconstruction is not the identity image
+        (``identity_source="onset"`` or no identity removal)."""
         unused = set(map(id, self.removal.teacher.parameters()))
         if self.identity_source != "student" or not self.identity_removal:
             unused |= set(map(id, self.removal.student.decoder.parameters()))
@@ -305,8 +324,22 @@ def reconstruction_losses(model: MFVAN, faces: Tensor, outputs: dict) -> dict[st
     return {name: F.mse_loss(image, onset) for name, image in outputs["reconstructions"].items()}
 
 
+def distillation_loss(outputs: dict) -> Tensor:
+    """The teacher-to-student term of section 3.1 (the teacher "as a soft target to guide shallow
+    student networks"), in the form of eq. (2)-(3): 1/(N M) sum |x'_onset - x''_onset|^2, the mean
+    squared difference between the teacher's (B, C, H, W) onset reconstruction of the apex, x',
+    and the student's, x''. The teacher's is detached: a target for the student, which alone this
+    term trains (the teacher learns from eq. (2)). ``outputs`` of :meth:`MFVAN.forward_outputs` in
+    training mode (the teacher runs only then); a scalar."""
+    reconstructions = outputs["reconstructions"]
+    if "teacher" not in reconstructions:
+        raise ValueError("the teacher-to-student term needs the teacher's reconstruction: call forward_outputs "
+                         "in training mode")
+    return F.mse_loss(reconstructions["student"], reconstructions["teacher"].detach())
+
+
 def mfvan(num_classes: int = 3, identity_removal: bool = True, scales: int = 3, theta: float = 1.0,
-          identity_source: str = "onset", **kwargs) -> MFVAN:
+          identity_source: str = "student", **kwargs) -> MFVAN:
     """MFVAN at the paper's input size (224) with our sizes for what it leaves open (module docstring)."""
     return MFVAN(num_classes=num_classes, identity_removal=identity_removal, scales=scales, theta=theta,
                  identity_source=identity_source, **kwargs)

@@ -76,16 +76,27 @@ class MFVANOptions:
 
     Joint training (section 3.3, eq. (9)): L_remove (eq. (2)-(4)) + focal loss of the fused
     prediction + focal loss of each scale's class token + the mask loss (eq. (11)), all with weight
-    1 as in eq. (9). The focal loss's r is ``focal_gamma`` (2, Lin et al.'s default; the paper gives
-    no value) and its alpha_t is the inverse frequency of class t among the fold's training samples,
-    normalised to mean 1 (``focal_alpha="balanced"``; ``"none"`` for 1), which is how the paper
-    weights its unbalanced classes, so no class is oversampled (``balance="none"``). The paper
+    1 as in eq. (9). L_remove is the teacher's and the student's onset errors, eq. (2)-(3), plus
+    ``distill_weight`` (1, the weight eq. (4) and (9) give every term) times the teacher-to-student
+    term of section 3.1 (the teacher "as a soft target to guide shallow student networks"): the
+    mean squared difference between the student's onset and the (detached) teacher's, both made
+    from the apex frame (:func:`mepipe.models.mfvan.distillation_loss`). ``distill_weight=0``
+    leaves eq. (4) as printed, which has no such term. The focal loss's r is ``focal_gamma`` (2,
+    Lin et al.'s default; the paper gives no value) and its alpha_t is the inverse frequency of
+    class t among the fold's training samples, normalised to mean 1 (``focal_alpha="balanced"``;
+    ``"none"`` for 1), which is how the paper weights its unbalanced classes, so no class is
+    oversampled (``balance="none"``). The paper
     gives no optimiser, learning rate, batch size or epoch count: Adam at ``lr``, ``batch_size``,
     ``epochs`` are our choices.
 
+    Identity image (section 3.1): ``identity_source="student"`` (default, the paper's) is the
+    student's onset reconstruction from the apex frame alone, so a fold's model (and ``mepipe
+    predict``) reads only the apex of a clip's face; ``"onset"``, a deviation from the paper, takes
+    the sample's true onset frame (an apex-minus-onset network). A checkpoint records the option
+    with the others, so its network is rebuilt with the identity image it was trained with.
+
     Ablations (Table 3): ``identity_removal=false`` (the paper's "Global" without "RI"), ``scales``
-    1 or 2 (fewer scales). ``identity_source="student"`` is the literal apex-only reading of the
-    identity image (the student's onset reconstruction); see :mod:`mepipe.models.mfvan`.
+    1 or 2 (fewer scales); see :mod:`mepipe.models.mfvan`.
     """
 
     size: int = 224
@@ -98,7 +109,8 @@ class MFVANOptions:
     teacher_blocks: int = 4
     dropout: float = 0.1
     identity_removal: bool = True
-    identity_source: str = "onset"
+    identity_source: str = "student"
+    distill_weight: float = 1.0
     scales: int = 3
     theta: float = 1.0
     focal_gamma: float = 2.0
@@ -118,6 +130,8 @@ class MFVANOptions:
     def __post_init__(self) -> None:
         if self.focal_alpha not in FOCAL_ALPHAS:
             raise ValueError(f"focal_alpha must be one of {', '.join(FOCAL_ALPHAS)}, got {self.focal_alpha!r}")
+        if not self.distill_weight >= 0:
+            raise ValueError(f"distill_weight must be >= 0, got {self.distill_weight}")
         if self.pretrain_frames < 1:
             raise ValueError(f"pretrain_frames must be >= 1, got {self.pretrain_frames}")
         if self.size % (4 * self.tokens_per_side):
@@ -182,7 +196,9 @@ class MFVANRecipe(Recipe):
         alpha = class_weights(fold.y_train, len(context.classes)) if options.focal_alpha == "balanced" else None
         terms: dict[str, list[float]] = {}
         history = fit_with_validation(model, faces, fold.y_train, fold.groups_train, config, seed=seed,
-                                      device=context.device, criterion=mfvan_criterion(alpha, options.focal_gamma, terms),
+                                      device=context.device,
+                                      criterion=mfvan_criterion(alpha, options.focal_gamma, terms,
+                                                                distill_weight=options.distill_weight),
                                       progress=epoch_logger(context.log, "  train", options.epochs))
         notes = {"pretrain_loss": pretrain_loss, "pretrain_seconds": round(pretrain_seconds, 1),
                  "loss_terms_last_epoch": {k: float(np.mean(v[-max(1, len(v) // options.epochs):])) for k, v in terms.items()},
@@ -200,14 +216,22 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.as_tensor(weights, dtype=torch.float32)
 
 
-def mfvan_criterion(alpha: torch.Tensor | None, gamma: float, terms: dict[str, list[float]] | None = None):
+def mfvan_criterion(alpha: torch.Tensor | None, gamma: float, terms: dict[str, list[float]] | None = None, *,
+                    distill_weight: float = 1.0):
     """The ``criterion`` of :func:`~mepipe.models.training.fit`: eq. (9) on a batch of (onset, apex)
-    faces (B, 2, H, W); ``terms`` collects each term's value per batch (the run's history)."""
-    from mepipe.models.mfvan import focal_loss, mask_loss, reconstruction_losses
+    faces (B, 2 C, H, W), the model in training mode. L_remove is ``remove_teacher`` +
+    ``remove_student`` (eq. (2)-(3)) + ``distill_weight`` x ``remove_distill`` (the teacher-to-student
+    term of section 3.1; left out at weight 0). ``terms`` collects each term's value per batch,
+    unweighted (the run's history)."""
+    from mepipe.models.mfvan import distillation_loss, focal_loss, mask_loss, reconstruction_losses
 
     def criterion(model, faces: torch.Tensor, targets: torch.Tensor):
         outputs = model.forward_outputs(faces)
         parts = {f"remove_{name}": value for name, value in reconstruction_losses(model, faces, outputs).items()}
+        weights = {}
+        if distill_weight:
+            parts["remove_distill"] = distillation_loss(outputs)
+            weights["remove_distill"] = distill_weight
         parts["class_global"] = focal_loss(outputs["logits"], targets, alpha, gamma)
         for index, logits in enumerate(outputs["scale_logits"], 1):
             parts[f"class_scale{index}"] = focal_loss(logits, targets, alpha, gamma)
@@ -215,7 +239,7 @@ def mfvan_criterion(alpha: torch.Tensor | None, gamma: float, terms: dict[str, l
         if terms is not None:
             for name, value in parts.items():
                 terms.setdefault(name, []).append(float(value.detach()))
-        return sum(parts.values()), outputs["logits"]
+        return sum(weights.get(name, 1.0) * value for name, value in parts.items()), outputs["logits"]
     return criterion
 
 
