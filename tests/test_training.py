@@ -243,8 +243,24 @@ def test_a_full_ststnet_run_writes_its_directory_and_evaluate_recomputes_it(stor
     assert overall.uar == pytest.approx(uar(truth, guess, 3))
     assert set(result.per_seed[0]) == {"overall", "casme2", "samm", "smic"}
     assert "| composite |" in result.markdown and "± " in result.markdown
+    # beside the run's figures, its paper's (STSTNet's, as the MSMMT paper's Table 2 reprints them),
+    # and what the run changed from the paper's settings
+    metrics_md = (directory / "metrics.md").read_text()
+    mean = result.summary["overall"]["uf1"]
+    assert f"| composite | this run | {mean[0]:.3f} ± {mean[1]:.3f} |" in metrics_md
+    assert "| composite | paper | 0.7353 | 0.7605 | — | Table 2, STSTNet[22](2019) |" in metrics_md
+    assert "| casme2 | paper | 0.8382 | 0.8686 | — | Table 2, STSTNet[22](2019) |" in metrics_md
+    settings = next(line for line in metrics_md.splitlines() if line.startswith("**Settings**"))
+    # --variant default read the group's own 48 px variant, not STSTNet's: a deviation, as is epochs
+    assert settings.startswith("**Settings**: not the paper's. Changed: inputs: variant 48-gray-eyes-zero, "
+                               "not ststnet's own 224-gray-eyes-kept; options: epochs=3 (default 100).")
+    assert "As the paper: weights: random initialisation" in settings
+    assert config["adapters"] == {"casme2": "casme2", "samm": "samm", "smic": "smic"}
     again = evaluate_run(directory)
     assert again.summary == result.summary
+    # mepipe evaluate prints again.markdown: the same paper rows and settings line
+    assert again.markdown.split("#### Beside the paper")[1] == result.markdown.split("#### Beside the paper")[1]
+    assert (directory / "metrics.md").read_text() == metrics_md
     assert any("fold 6/6" in line for line in lines)
 
 
@@ -327,6 +343,7 @@ def test_the_cli_trains_and_evaluates(store, tmp_path):
     assert "| composite |" in outcome.output and "run directory:" in outcome.output
     evaluated = runner.invoke(main, ["evaluate", str(tmp_path / "cli")])
     assert evaluated.exit_code == 0 and "| composite |" in evaluated.output
+    assert "| composite | paper | 0.7353 | 0.7605 |" in evaluated.output and "**Settings**: not the paper's" in evaluated.output
 
 
 def test_without_a_protocol_training_takes_the_dataset_s_first(store, tmp_path):

@@ -41,6 +41,7 @@ import torch
 from mepipe import __version__
 from mepipe.models.checkpoint import CHECKPOINTS, KEEP_CHOICES, checkpoint_stem, json_default, save_checkpoint
 from mepipe.models.metrics import Scores, score_by_dataset, summarise
+from mepipe.models.paper_figures import paper_section
 from mepipe.models.plots import confusion_figure, curves_figure, scores_markdown
 from mepipe.models.recipes import FoldData, OptionError, RunContext, apply_settings, get_recipe, options_dict
 from mepipe.models.training import Inputs, resolve_device, seed_everything
@@ -153,6 +154,8 @@ def train_run(options: RunOptions, log: Callable[[str], None] = lambda text: Non
         "checkpoints": {"folds": options.checkpoints, "final": options.final, "files": []},
     }
     model_inputs = _inputs_record(store, data, recipe)
+    # the paper's figures are looked up under the adapter: the demo group is a CASME II
+    config["adapters"] = {name: group["adapter"] for name, group in model_inputs["groups"].items()}
     kept = config["checkpoints"]["files"]
 
     def keep(output, seed: int, fold, extra: dict | None = None) -> None:
@@ -236,7 +239,7 @@ def train_run(options: RunOptions, log: Callable[[str], None] = lambda text: Non
                   median_fold_seconds=round(statistics.median(fold_seconds), 2) if fold_seconds else None)
     _write_json(directory / "config.json", config)
     result = _report(directory, per_seed, list(data.classes), [h["folds"] for h in histories][0],
-                     f"{recipe.name} on {options.dataset} ({data.protocol})", seconds, inference_ms)
+                     f"{recipe.name} on {options.dataset} ({data.protocol})", seconds, inference_ms, config)
     result.fold_seconds = fold_seconds
     say(f"done in {seconds:.0f} s")
     log_file.close()
@@ -271,7 +274,8 @@ def evaluate_run(directory: str | Path) -> RunResult:
     if (directory / "history.json").is_file():
         folds = json.loads((directory / "history.json").read_text())[0]["folds"]
     title = f"{config.get('model', '?')} on {config.get('dataset', '?')} ({config.get('protocol', '?')})"
-    return _report(directory, per_seed, classes, folds, title, config.get("seconds"), config.get("inference_ms_per_sample"))
+    return _report(directory, per_seed, classes, folds, title, config.get("seconds"), config.get("inference_ms_per_sample"),
+                   config)
 
 
 def _inputs_record(store: Path, data, recipe) -> dict:
@@ -338,14 +342,20 @@ def time_per_sample(predict_one: Callable[[torch.Tensor], int], samples: torch.T
     return round(float(np.median(times)), 2)
 
 
-def _report(directory: Path, per_seed, classes, folds, title, seconds, inference_ms) -> RunResult:
+def _report(directory: Path, per_seed, classes, folds, title, seconds, inference_ms, config: dict) -> RunResult:
+    """Write metrics.json, metrics.md and the pictures. The Markdown (metrics.md, and the
+    ``markdown`` that ``mepipe train`` and ``evaluate`` print) ends with the paper's figures for the
+    run's dataset and protocol beside the run's, and whether the run used the paper's settings
+    (:func:`mepipe.models.paper_figures.paper_section`)."""
     summary = summarise(per_seed)
+    paper_markdown, paper_record = paper_section(config, summary, len(per_seed))
     _write_json(directory / "metrics.json", {
         "classes": classes,
         "per_seed": [{key: scores.to_dict() for key, scores in seed.items()} for seed in per_seed],
         "summary": {key: {metric: {"mean": m, "std": s} for metric, (m, s) in values.items()}
                     for key, values in summary.items()},
         "seconds": seconds, "inference_ms_per_sample": inference_ms,
+        "paper": paper_record,
     })
     seeds = len(per_seed)
     markdown = scores_markdown(per_seed, title=f"{title}: LOSO, {seeds} seed{'s' if seeds > 1 else ''}")
@@ -354,7 +364,9 @@ def _report(directory: Path, per_seed, classes, folds, title, seconds, inference
         footer.append(f"wall time {seconds:.0f} s")
     if inference_ms is not None:
         footer.append(f"inference {inference_ms:.1f} ms per sample (batch 1)")
-    (directory / "metrics.md").write_text(markdown + ("\n" + ", ".join(footer) + "\n" if footer else ""))
+    paper = "\n" + paper_markdown if paper_markdown else ""
+    (directory / "metrics.md").write_text(markdown + ("\n" + ", ".join(footer) + "\n" if footer else "") + paper)
+    markdown += paper
     pooled = sum(seed["overall"].confusion for seed in per_seed)
     confusion_figure(pooled, classes, directory / "confusion.png",
                      title=f"{title}\npooled over folds" + (f" and {seeds} seeds" if seeds > 1 else ""))
