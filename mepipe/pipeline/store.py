@@ -57,7 +57,8 @@ INPUT_FIELDS = ("onset", "apex", "offset", "n_frames", "source")
 #: recorded keeps its results (they were computed with the group's rate, which is the rate).
 RATE_FIELD = "fps"
 
-QC_FLOAT = ("detector_score", "inter_ocular_px", "roll_degrees", "head_motion_px", "residual_motion_px", "eye_aspect_ratio")
+QC_FLOAT = ("detector_score", "inter_ocular_px", "roll_degrees", "head_motion_px", "residual_motion_px", "eye_aspect_ratio",
+            "detection_frame", "landmark_frame", "apex_spotted")
 QC_TEXT = ("status", "fallback", "failures")
 #: What Zarr itself writes inside a node: metadata, chunk files under ``c/``, and the temporary
 #: ``*.partial`` files of its atomic writes (left behind when a writer is killed).

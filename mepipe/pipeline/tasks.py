@@ -201,17 +201,26 @@ def _timed(result: SampleResult, name: str):
     return _Timer()
 
 
+#: Frame step of the apex a build spots as QC of an annotated apex (``qc/apex_spotted``).
+QC_SPOT_STEP = 3
+
+
 class _Clip:
     """What the variants of one clip share, computed once and on demand: the decoded frames, the
     alignment, the crops of each size (colour, and their gray), the eye mask of each size, the apex,
     and the unmasked flow and magnified clip of each size."""
 
-    def __init__(self, job: SampleJob, result: SampleResult, writers: dict, decoded: np.ndarray | None = None) -> None:
+    def __init__(self, job: SampleJob, result: SampleResult, writers: dict, decoded: np.ndarray | None = None,
+                 check_apex: bool = True) -> None:
         self.job, self.result, self.writers = job, result, writers
         self.decoded = decoded  # frames decoded by the caller (a video, ``mepipe predict``), else read from job.frames
         self.face = job.params["face"]
         self.geometry = None
         self.apex: int | None = None
+        # A build also spots the apex of an annotated clip, as QC only (``qc/apex_spotted``): an
+        # annotation far from the largest motion is worth a look (``mepipe report``). predict skips it.
+        self.check_apex = check_apex
+        self.spotted_apex: int | None = None
         self.crops: dict[tuple[int, bool], np.ndarray] = {}
         self.masks: dict[int, np.ndarray] = {}
         self.flows: dict[tuple[str, int], np.ndarray] = {}
@@ -240,11 +249,9 @@ class _Clip:
                 raise SampleFailure(f"face: {error}") from None
             self.geometry = geometry
             sizes = sorted({v.variant.size for v in job.variants})
-            if self.face.apex == "spot" and job.offset > job.onset:
-                from mepipe.features.apex import spot_apex
-
-                if GEOMETRY_SIZE not in sizes:
-                    sizes.append(GEOMETRY_SIZE)
+            spotting = (self.face.apex == "spot" or self.check_apex) and job.offset > job.onset
+            if spotting and GEOMETRY_SIZE not in sizes:
+                sizes.append(GEOMETRY_SIZE)
             for size in sizes:
                 scaled = geometry.scaled(size)
                 colour = warp_clip(frames, scaled, colour=True) if frames.ndim == 4 else None
@@ -253,11 +260,24 @@ class _Clip:
                 if any(v.variant.colour and v.variant.size == size for v in job.variants):
                     self.crops[size, True] = colour if colour is not None else np.repeat(self.crops[size, False][..., None], 3, axis=-1)
                 self.masks[size] = scaled.eye_mask(self.face.eye_margin)
-        if self.face.apex == "spot" and job.offset > job.onset:
+        if spotting:
+            from mepipe.features.apex import spot_apex
+
             with _timed(self.result, "apex"):
                 # spotted once, on the alignment's own crops, so that every variant has the same apex
                 region = face_region(geometry.landmarks, GEOMETRY_SIZE, eyes=self.masks[GEOMETRY_SIZE])
-                apex = spot_apex(self.crops[GEOMETRY_SIZE, False], job.onset, region, offset=job.offset).apex
+                # as QC only, every 3rd frame: 5 times cheaper, and on the demo set at most 3 frames
+                # from the full curve's apex (docs/report.md)
+                step = 1 if self.face.apex == "spot" else QC_SPOT_STEP
+                try:
+                    self.spotted_apex = spot_apex(self.crops[GEOMETRY_SIZE, False], job.onset, region, offset=job.offset,
+                                                  step=step).apex
+                except ValueError:
+                    if self.face.apex == "spot":
+                        raise
+                    # as QC only, a clip whose motion cannot be measured keeps its annotated apex unchecked
+            if self.face.apex == "spot":
+                apex = self.spotted_apex
         self.apex = apex
 
     def read(self, variant: VariantJob) -> None:
@@ -295,10 +315,11 @@ class _Clip:
         return self.flows["magnified", size]
 
 
-def _compute(job: SampleJob, writers: dict, result: SampleResult, decoded: np.ndarray | None = None) -> _Clip:
+def _compute(job: SampleJob, writers: dict, result: SampleResult, decoded: np.ndarray | None = None,
+             check_apex: bool = True) -> _Clip:
     from mepipe.features.face import fill_eyes
 
-    clip = _Clip(job, result, writers, decoded)
+    clip = _Clip(job, result, writers, decoded, check_apex)
     # one alignment for every variant when any lacks its face; else each reads its stored crops
     if any("face" in v.todo for v in job.variants):
         clip.align()
@@ -355,7 +376,9 @@ def _compute(job: SampleJob, writers: dict, result: SampleResult, decoded: np.nd
                         detector_score=quality.detector_score, inter_ocular_px=quality.inter_ocular_px,
                         roll_degrees=quality.roll_degrees, head_motion_px=quality.head_motion_px,
                         residual_motion_px=quality.residual_motion_px, eye_aspect_ratio=quality.eye_aspect_ratio,
-                        fallback=quality.fallback,
+                        fallback=quality.fallback, detection_frame=quality.detection_frame,
+                        landmark_frame=quality.landmark_frame,
+                        apex_spotted=np.nan if clip.spotted_apex is None else clip.spotted_apex,
                     )
                 elif name == "magnified":
                     writer.ragged("magnified", value)
@@ -445,7 +468,7 @@ def compute_clip(frames: np.ndarray, onset: int, apex: int | None, offset: int, 
     cv2.setNumThreads(1)
     try:
         with threadpool_limits(1):
-            clip = _compute(job, {"memory": writer}, result, decoded=np.asarray(frames, np.uint8))
+            clip = _compute(job, {"memory": writer}, result, decoded=np.asarray(frames, np.uint8), check_apex=False)
     finally:
         cv2.setNumThreads(cv2_threads)
     failed = result.variants["memory"].failed
