@@ -22,6 +22,8 @@ demo: $(STAMP)
 	$(BIN)/mepipe show demo/sub01/EP04_01f --artifact flow --out cache/demo/flow.png
 	$(BIN)/mepipe train --model ststnet --dataset demo --seeds 0,1,2 --out cache/demo/runs --name ststnet-demo --final
 	$(BIN)/mepipe predict cache/demo/runs/ststnet-demo --frames cache/demo/casme2/sub01/EP04_01f --picture cache/demo/prediction.png
+	$(BIN)/mepipe report --dataset demo --out cache/demo/report.html
+	$(BIN)/mepipe report cache/demo/runs/ststnet-demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

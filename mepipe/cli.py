@@ -286,6 +286,66 @@ def predict(run, video, frames, onset, apex, offset, fold, seed, fps, action_uni
             click.echo(f"  picture: {picture}")
 
 
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path), required=False)
+@click.option("--store", type=click.Path(path_type=Path), default=None,
+              help="Zarr store  [default: $MEPIPE_STORE or cache/mepipe.zarr; with RUN: the store the run read]")
+@click.option("--dataset", default=None, help="The dataset group to report on (without RUN).")
+@click.option("--variant", default=None, metavar="NAME",
+              help="The input variant whose samples to show  [default: the dataset's own, else its first built]")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="HTML file to write  [default: report-DATASET.html beside the store; RUN/report.html]")
+def report(run, store, dataset, variant, out) -> None:
+    """Write one self-contained HTML page of a build (--dataset) or of a training run (RUN: its directory).
+
+    A build's page shows every sample's aligned key frames, flow and QC record, suspects first, with
+    filters and sortable columns; a run's shows its scores, confusion matrix, curves, per-subject UF1
+    and the worst-predicted samples. Open it in any browser; it needs no network.
+    """
+    from mepipe.models.run_report import RunReportError, run_report
+    from mepipe.pipeline.build_report import ReportError, build_report
+    from mepipe.pipeline.store import default_store
+    from mepipe.pipeline.webpage import PageError, write_page
+
+    if (run is None) == (dataset is None):
+        raise click.UsageError("give either RUN (a run directory) or --dataset D (a build in --store)")
+    if run is not None and variant is not None:
+        raise click.UsageError("--variant is for a build's report; a run's report shows the variant the run read")
+    try:
+        if run is not None:
+            made = run_report(run, store=store)
+            out = out or Path(run) / "report.html"
+            summary = f"{len(made.worst)} worst-predicted samples, {made.thumbnails} with pictures"
+        else:
+            store = store or default_store()
+            progress = _count_progress("samples")
+            made = build_report(store, dataset, variant, progress=progress)
+            out = out or Path(store).parent / f"report-{dataset}.html"
+            failed = sum(1 for s in made.samples if s.failed)
+            flagged = sum(1 for s in made.samples if s.flags and not s.failed)
+            summary = f"{len(made.samples)} samples of {made.group}: {failed} failed, {flagged} flagged"
+        write_page(out, made.html)
+    except (RunReportError, ReportError, PageError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"wrote {out} ({len(made.html.encode()) / 1e6:.1f} MB, {made.seconds:.1f} s): {summary}")
+
+
+def _count_progress(unit: str):
+    """``done/total unit`` on stderr: a rewritten line on a terminal, a line per tenth otherwise."""
+    interactive = sys.stderr.isatty()
+    last_tenth = [-1]
+
+    def report(done: int, total: int) -> None:
+        line = f"  {done}/{total} {unit}"
+        if interactive:
+            click.echo("\r" + line.ljust(40), nl=done == total, err=True)
+        elif 10 * done // max(total, 1) != last_tenth[0]:
+            last_tenth[0] = 10 * done // max(total, 1)
+            click.echo(line, err=True)
+
+    return report
+
+
 def _integers(text: str, option: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(",") if part.strip())

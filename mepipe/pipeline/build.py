@@ -27,7 +27,7 @@ from mepipe.datasets.errors import DatasetError
 from mepipe.datasets.layouts import LAYOUTS
 from mepipe.datasets.manifest import DEFAULT_FPS as MANIFEST_FPS
 from mepipe.pipeline.artifacts import ARTIFACTS, DEFAULT_ARTIFACTS, DEPENDS, with_dependencies
-from mepipe.pipeline.lock import GroupLock, LockError
+from mepipe.pipeline.lock import GroupLock
 from mepipe.pipeline.params import ParamError, as_dict, cache_keys, resolve_params
 from mepipe.pipeline.store import (
     StoreError, StoreWriteError, default_store, done_flags, failures, group_variant, mark_stale, open_store, prepare_artifact,

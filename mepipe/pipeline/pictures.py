@@ -169,6 +169,42 @@ def write_picture(image: np.ndarray, path: str | Path) -> Path:
     return path
 
 
+def thumbnails(face: np.ndarray | None, flow: np.ndarray | None, eye_mask: np.ndarray | None, side: int = 96,
+               per_colour: bool = False) -> dict[str, np.ndarray]:
+    """Small (side, side, 3) uint8 RGB pictures of one sample's stored arrays, for ``mepipe report``.
+
+    face : the sample's ``face`` chunk, (2, S, S) uint8 onset and apex, or (6, S, S) of a colour
+        variant (``per_colour``); None leaves out ``onset``, ``apex`` and ``difference``.
+    flow : its ``flow`` chunk, (2, S, S) float32 pixels; None leaves out ``flow``.
+    eye_mask : its (S, S) eye mask, left out of the flow's colour scale (None: not left out).
+
+    ``onset`` and ``apex`` are the key frames as stored (eyes filled), ``difference`` is
+    ``|apex - onset|`` x 8 (as ``show --artifact face``), ``flow`` the colour-coded flow at full
+    colour at the 99.5th percentile of its speed in the face (as ``show --artifact flow``).
+    Shrunk with area averaging, or enlarged nearest-neighbour.
+    """
+    pictures: dict[str, np.ndarray] = {}
+    if face is not None:
+        crops = _images(face, per_colour)
+        difference = np.clip(cv2.absdiff(crops[1], crops[0]).astype(np.int32) * 8, 0, 255).astype(np.uint8)
+        for name, image in (("onset", crops[0]), ("apex", crops[1]), ("difference", difference)):
+            pictures[name] = _shrink(_gray_rgb(image), side)
+    if flow is not None:
+        flow = _float(flow)
+        region = _edge_and_eye_free_mask(eye_mask, flow.shape[-1])
+        speed = np.hypot(flow[0], flow[1])
+        top = max(_percentile(speed[region] if region.any() else speed.ravel(), 99.5), 1e-6)
+        pictures["flow"] = _shrink(flow_to_color(flow, top), side)
+    return pictures
+
+
+def _shrink(image: np.ndarray, side: int) -> np.ndarray:
+    if image.shape[0] == side:
+        return np.ascontiguousarray(image)
+    method = cv2.INTER_AREA if image.shape[0] > side else cv2.INTER_NEAREST
+    return cv2.resize(image, (side, side), interpolation=method)
+
+
 # ---------------------------------------------------------------- finding the sample
 
 def _alias_of(name: str) -> str | None:
@@ -495,13 +531,21 @@ def _clip_array(found: _Sample, kind: str):
 
 
 def _face_region(found: _Sample, size: int) -> np.ndarray:
+    return _edge_and_eye_free(found.group, found.index, size)
+
+
+def _edge_and_eye_free(group: zarr.Group, index: int, size: int) -> np.ndarray:
+    return _edge_and_eye_free_mask(group["eye_mask"][index, 0] if "eye_mask" in group else None, size)
+
+
+def _edge_and_eye_free_mask(eye_mask: np.ndarray | None, size: int) -> np.ndarray:
     """(S, S) bool: the pixels the colour scales are taken from, outside the eye mask and at least
     S/32 pixels (at least 2) from the crop's edge, where the flow's borders make outliers."""
     region = np.zeros((size, size), bool)
     margin = max(2, size // 32)
     region[margin:size - margin, margin:size - margin] = True
-    if "eye_mask" in found.group:
-        mask = np.asarray(found.group["eye_mask"][found.index, 0]).astype(bool)
+    if eye_mask is not None:
+        mask = np.asarray(eye_mask).astype(bool)
         if mask.shape == (size, size) and (region & ~mask).any():
             region &= ~mask
     return region

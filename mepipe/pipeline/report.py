@@ -16,7 +16,7 @@ MAX_LISTED = 10
 
 def build_table(summary) -> str:
     """The end-of-build summary: per artifact computed / reused / failed, wall time, store and size."""
-    lines = [f"{summary.dataset}: {summary.samples} samples -> {summary.store} ({_size(summary.size_bytes)})", ""]
+    lines = [f"{summary.dataset}: {summary.samples} samples -> {summary.store} ({size_text(summary.size_bytes)})", ""]
     several = len(getattr(summary, "variants", [])) > 1
     for variant in (summary.variants if several else [None]):
         counts = summary.counts if variant is None else variant.counts
@@ -56,7 +56,7 @@ def store_report(path: str | Path) -> str:
     root = open_store(path, "r")
     names = datasets_in(root)
     lines = [f"{path}: mepipe store (schema {root.attrs.get('mepipe_schema')}, written by mepipe {root.attrs.get('mepipe_version')}), "
-             f"{_size(size_on_disk(path))}, {len(names)} dataset{'s' if len(names) != 1 else ''}"]
+             f"{size_text(size_on_disk(path))}, {len(names)} dataset{'s' if len(names) != 1 else ''}"]
     for name in names:
         group = root[name]
         current = in_dataset(group)
@@ -64,7 +64,7 @@ def store_report(path: str | Path) -> str:
         subjects = len(set(str(s) for s, keep in zip(group["subject"][:], current) if keep))
         gone = len(current) - n
         lines += ["", f"[{name}] {n} samples, {subjects} subjects; adapter {group.attrs.get('adapter')}, "
-                      f"from {group.attrs.get('source_root')}; {_size(size_on_disk(path / name))}"
+                      f"from {group.attrs.get('source_root')}; {size_text(size_on_disk(path / name))}"
                       + (" with its variants" if len(variant_groups(group)) > (1 if group_variant(group) else 0) else "")]
         if gone:
             lines.append(f"  {gone} earlier samples are no longer in the dataset (rows kept with in_dataset false, results removed)")
@@ -80,7 +80,7 @@ def store_report(path: str | Path) -> str:
             if child.path == group.path:
                 continue
             lines += ["", f"  [{name} variant {variant_name}] ({_variant_text(child)}) in {child.path}; "
-                          f"{_size(size_on_disk(store_path_of(child)))}"]
+                          f"{size_text(size_on_disk(store_path_of(child)))}"]
             lines += ["  " + line for line in _artifact_lines(child, in_dataset(child))]
     return "\n".join(lines)
 
@@ -150,7 +150,8 @@ def _first_per_sample(failed):
     return first
 
 
-def _size(count: int) -> str:
+def size_text(count: int) -> str:
+    """A byte count as text: 512 B, 14.2 kB, 19.9 MB."""
     for unit in ("B", "kB", "MB", "GB"):
         if count < 1000 or unit == "GB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
