@@ -199,7 +199,7 @@ def test_cli_report_of_a_run_writes_into_its_directory(run_directory):
 
 def _rows(browser) -> list[str]:
     return browser.evaluate("Array.from(document.querySelectorAll('#samples tbody tr')).filter(r => !r.hidden)"
-                            ".map(r => r.cells[2].textContent)")
+                            ".map(r => r.cells[2].getAttribute('data-sort'))")
 
 
 def _choose(browser, control: str, value: str) -> None:
@@ -275,7 +275,7 @@ def test_the_run_page_renders_in_chromium(run_directory, browser, tmp_path):
     write_page(page, run_report(run_directory).html)
     browser.open(page)
     assert not [e for e in browser._events if e.get("method") == "Runtime.exceptionThrown"]
-    _not_blank(browser.screenshot(tmp_path / "run-report.png"))
+    _not_blank(browser.screenshot(tmp_path / "run-report.png", height=2400))
     text = browser.evaluate("document.body.innerText")
     assert "Worst-predicted samples" in text and "Per subject (per fold)" in text
     before = browser.evaluate("Array.from(document.querySelectorAll('#subjects tbody tr')).map(r => r.cells[3].textContent)")

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 import zarr
 
@@ -305,10 +306,20 @@ class Thumbnails:
         gap = 2
         strip = np.full((THUMBNAIL_SIDE, len(PICTURES) * (THUMBNAIL_SIDE + gap) - gap, 3), 255, np.uint8)
         for position, name in enumerate(PICTURES):
-            if name in pictures:
-                x = position * (THUMBNAIL_SIDE + gap)
-                strip[:, x:x + THUMBNAIL_SIDE] = pictures[name]
+            x = position * (THUMBNAIL_SIDE + gap)
+            strip[:, x:x + THUMBNAIL_SIDE] = pictures[name] if name in pictures else _missing_tile()
         return image_uri(strip, quality=THUMBNAIL_QUALITY)
+
+
+def _missing_tile() -> np.ndarray:
+    """A grey tile crossed out: a picture whose artifact is not computed (a white one would read as
+    a flow where nothing moves)."""
+    tile = np.full((THUMBNAIL_SIDE, THUMBNAIL_SIDE, 3), 215, np.uint8)
+    end = THUMBNAIL_SIDE - 1
+    cv2.line(tile, (0, 0), (end, end), (150, 150, 150), 1, cv2.LINE_AA)
+    cv2.line(tile, (0, end), (end, 0), (150, 150, 150), 1, cv2.LINE_AA)
+    return tile
+
 
 
 # ---------------------------------------------------------------- the page's sections
@@ -382,7 +393,7 @@ def _failures_section(samples: list[SampleQC]) -> str:
     rows = "".join(
         f"<tr><td>{escape(s.sample_id)}</td><td>{escape(', '.join(artifacts))}</td><td class=\"reason\">{escape(reason)}</td></tr>"
         for s in failed for reason, artifacts in s.causes().items())
-    return section(f"Failures ({len(failed)} samples)",
+    return section(f"Failures ({len(failed)} sample{'s' if len(failed) > 1 else ''})",
                    "<p>Each failed sample's causes; artifacts that were not computed because of them are left out. "
                    "A failure is retried by the next build once the clip's files change.</p>",
                    f"<table><thead><tr><th>sample</th><th>artifacts</th><th>reason</th></tr></thead><tbody>{rows}</tbody></table>",
@@ -409,7 +420,7 @@ def _rules_section(samples: list[SampleQC]) -> str:
 _COLUMNS = (
     Column("rank", "#", "the page's order: failed, not built, flagged, then the rest", numeric=True),
     Column("flags", "flags", "failed and flag badges; sorts by how many"),
-    Column("sample", "sample", "sample id: group/subject/clip"),
+    Column("sample", "sample", "sample id: group/subject/clip, and a failed sample's causes"),
     Column("subject", "subject"),
     Column("emotion", "emotion"),
     Column("pictures", "onset · apex · |apex−onset|×8 · flow", "aligned key frames as stored, their difference amplified "
@@ -428,7 +439,6 @@ _COLUMNS = (
     Column("roll_degrees", "roll °", "the eye line's angle the alignment removed", numeric=True),
     Column("head_motion_px", "head motion px", "largest rigid head motion the stabilisation removed, crop pixels", numeric=True),
     Column("residual_motion_px", "residual px", "rigid motion left after stabilisation, crop pixels", numeric=True),
-    Column("reason", "failure", "the failure's cause"),
 )
 
 
@@ -446,7 +456,9 @@ def _samples_section(samples: list[SampleQC], strips: list[str | None]) -> str:
         rows.append(Row(
             cells={
                 "rank": cell(rank), "flags": (badges, len(sample.flags) + (100 if sample.failed else 0)),
-                "sample": cell(sample.sample_id), "subject": cell(sample.subject), "emotion": cell(sample.emotion),
+                "sample": (escape(sample.sample_id) + (f'<br><span class="reason">{escape(reasons)}</span>' if reasons else ""),
+                           sample.sample_id),
+                "subject": cell(sample.subject), "emotion": cell(sample.emotion),
                 "pictures": (picture, ""), "frames": (escape(frames), apex), "n_frames": cell(sample.n_frames),
                 "apex_source": cell(sample.apex_source),
                 "apex_distance": (escape(f"{distance:+.0f}"), abs(distance)) if np.isfinite(distance) else cell(None),
@@ -456,7 +468,6 @@ def _samples_section(samples: list[SampleQC], strips: list[str | None]) -> str:
                 "eye_aspect_ratio": cell(sample.eye_aspect_ratio, digits=2), "roll_degrees": cell(sample.roll_degrees, digits=1),
                 "head_motion_px": cell(sample.head_motion_px, digits=2),
                 "residual_motion_px": cell(sample.residual_motion_px, digits=2),
-                "reason": (f'<span class="reason">{escape(reasons)}</span>', reasons),
             },
             attributes={"subject": [sample.subject], "emotion": [sample.emotion], "flag": sample.flags},
             css="failed" if sample.failed else ("flagged" if sample.flags else ""),
