@@ -330,20 +330,26 @@ def report(run, store, dataset, variant, out) -> None:
     click.echo(f"wrote {out} ({len(made.html.encode()) / 1e6:.1f} MB, {made.seconds:.1f} s): {summary}")
 
 
-def _count_progress(unit: str):
-    """``done/total unit`` on stderr: a rewritten line on a terminal, a line per tenth otherwise."""
+def _tenths_printer(width: int):
+    """``show(line, done, total)``: the line on stderr, rewritten in place on a terminal, else
+    printed once per tenth of the work."""
     interactive = sys.stderr.isatty()
     last_tenth = [-1]
 
-    def report(done: int, total: int) -> None:
-        line = f"  {done}/{total} {unit}"
+    def show(line: str, done: int, total: int) -> None:
         if interactive:
-            click.echo("\r" + line.ljust(40), nl=done == total, err=True)
+            click.echo("\r" + line.ljust(width), nl=done == total, err=True)
         elif 10 * done // max(total, 1) != last_tenth[0]:
             last_tenth[0] = 10 * done // max(total, 1)
             click.echo(line, err=True)
 
-    return report
+    return show
+
+
+def _count_progress(unit: str):
+    """``done/total unit`` on stderr (:func:`_tenths_printer`)."""
+    show = _tenths_printer(40)
+    return lambda done, total: show(f"  {done}/{total} {unit}", done, total)
 
 
 def _integers(text: str, option: str) -> tuple[int, ...]:
@@ -354,40 +360,29 @@ def _integers(text: str, option: str) -> tuple[int, ...]:
 
 
 def _build_progress():
-    """Samples done / to do, rate and time left, on stderr: a rewritten line on a terminal."""
-    interactive = sys.stderr.isatty()
-    last_tenth = [-1]
+    """Samples done / to do, rate and time left, on stderr (:func:`_tenths_printer`)."""
+    show = _tenths_printer(70)
 
     def report(done: int, total: int, elapsed: float) -> None:
         rate = done / elapsed if elapsed > 0 else 0.0
         left = (total - done) / rate if rate > 0 else float("nan")
-        line = f"  {done}/{total} samples, {rate:.2f} samples/s, " + (f"{left:.0f} s left" if done else "starting workers")
-        if interactive:
-            click.echo("\r" + line.ljust(70), nl=done == total, err=True)
-        elif 10 * done // max(total, 1) != last_tenth[0]:
-            last_tenth[0] = 10 * done // max(total, 1)
-            click.echo(line, err=True)
+        show(f"  {done}/{total} samples, {rate:.2f} samples/s, " + (f"{left:.0f} s left" if done else "starting workers"),
+             done, total)
 
     return report
 
 
 def _progress_printer():
-    """Progress on stderr: one rewritten line on a terminal, a line per tenth otherwise."""
+    """Clips and frames done, rate and time left, on stderr (:func:`_tenths_printer`)."""
     started = time.perf_counter()
-    interactive = sys.stderr.isatty()
-    last_tenth = [-1]
+    show = _tenths_printer(78)
 
     def report(clips_done: int, clips_total: int, frames_done: int, frames_total: int) -> None:
         elapsed = time.perf_counter() - started
         rate = frames_done / elapsed if elapsed > 0 else 0.0
         left = (frames_total - frames_done) / rate if rate > 0 else 0.0
-        line = f"  {clips_done}/{clips_total} clips, {frames_done}/{frames_total} frames, {rate:.0f} frames/s, {left:.0f} s left"
-        tenth = 10 * clips_done // clips_total
-        if interactive:
-            click.echo("\r" + line.ljust(78), nl=clips_done == clips_total, err=True)
-        elif tenth != last_tenth[0]:
-            last_tenth[0] = tenth
-            click.echo(line, err=True)
+        show(f"  {clips_done}/{clips_total} clips, {frames_done}/{frames_total} frames, {rate:.0f} frames/s, {left:.0f} s left",
+             clips_done, clips_total)
 
     return report
 
