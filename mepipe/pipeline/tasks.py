@@ -250,8 +250,12 @@ class _Clip:
             self.geometry = geometry
             sizes = sorted({v.variant.size for v in job.variants})
             spotting = (self.face.apex == "spot" or self.check_apex) and job.offset > job.onset
-            if spotting and GEOMETRY_SIZE not in sizes:
-                sizes.append(GEOMETRY_SIZE)
+            # The apex itself is spotted at 224 px. As QC, on the largest crops the build makes
+            # anyway, up to 224 px: no extra warp (a build's default variant is 224 px).
+            spot_size = GEOMETRY_SIZE if self.face.apex == "spot" else max(
+                (size for size in sizes if size <= GEOMETRY_SIZE), default=GEOMETRY_SIZE)
+            if spotting and spot_size not in sizes:
+                sizes.append(spot_size)
             for size in sizes:
                 scaled = geometry.scaled(size)
                 colour = warp_clip(frames, scaled, colour=True) if frames.ndim == 4 else None
@@ -265,12 +269,12 @@ class _Clip:
 
             with _timed(self.result, "apex"):
                 # spotted once, on the alignment's own crops, so that every variant has the same apex
-                region = face_region(geometry.landmarks, GEOMETRY_SIZE, eyes=self.masks[GEOMETRY_SIZE])
+                region = face_region(geometry.scaled(spot_size).landmarks, spot_size, eyes=self.masks[spot_size])
                 # as QC only, every 3rd frame: 5 times cheaper, and on the demo set at most 3 frames
                 # from the full curve's apex (docs/report.md)
                 step = 1 if self.face.apex == "spot" else QC_SPOT_STEP
                 try:
-                    self.spotted_apex = spot_apex(self.crops[GEOMETRY_SIZE, False], job.onset, region, offset=job.offset,
+                    self.spotted_apex = spot_apex(self.crops[spot_size, False], job.onset, region, offset=job.offset,
                                                   step=step).apex
                 except ValueError:
                     if self.face.apex == "spot":
