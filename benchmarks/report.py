@@ -59,6 +59,8 @@ def main(argv=None) -> int:
     parser.add_argument("--screenshots", type=Path, default=None, metavar="DIR")
     args = parser.parse_args(argv)
     out = Path(tempfile.mkdtemp(prefix="mepipe-report-bench-"))
+    if args.screenshots:
+        args.screenshots.mkdir(parents=True, exist_ok=True)
     print(f"{'page':<44}{'samples':>8}{'MB':>8}{'kB/sample':>11}{'make s':>9}{'read s':>9}{'make/read':>10}")
     for target in args.build:
         store_text, _, dataset = target.rpartition(":")

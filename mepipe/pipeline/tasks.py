@@ -270,8 +270,8 @@ class _Clip:
             with _timed(self.result, "apex"):
                 # spotted once, on the alignment's own crops, so that every variant has the same apex
                 region = face_region(geometry.scaled(spot_size).landmarks, spot_size, eyes=self.masks[spot_size])
-                # as QC only, every 3rd frame: 5 times cheaper, and on the demo set at most 3 frames
-                # from the full curve's apex (docs/report.md)
+                # as QC only, every 3rd frame: 5 times cheaper, and on the demo set as close to the
+                # annotation as every frame is, within a third of a frame on average (docs/report.md)
                 step = 1 if self.face.apex == "spot" else QC_SPOT_STEP
                 try:
                     self.spotted_apex = spot_apex(self.crops[spot_size, False], job.onset, region, offset=job.offset,
